@@ -1,0 +1,50 @@
+-- sipguard schema. Safe to run on an empty database and on one that already holds the
+-- post's tables and data: it creates what is missing, widens what is too narrow, adds the
+-- indexes the post's tables lack, and keeps every row.
+--   mysql kamailio < kamailio/sql/schema.sql
+
+-- The post's tables, with the post's names and columns.
+CREATE TABLE IF NOT EXISTS `black_list` (
+  `id` int(11) NOT NULL AUTO_INCREMENT,
+  `ip` varchar(64) NOT NULL,
+  `detail` varchar(255) NOT NULL DEFAULT '',
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS `black_list_country` (
+  `id` int(11) NOT NULL AUTO_INCREMENT,
+  `country` varchar(5) NOT NULL,
+  `detail` varchar(255) NOT NULL DEFAULT '',
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS `ipcountry` (
+  `ipstart` varchar(46) NOT NULL,
+  `ipend` varchar(46) NOT NULL,
+  `countrycode` varchar(5) NOT NULL,
+  `ipfrom` bigint(11) NOT NULL,
+  `ipto` bigint(11) NOT NULL,
+  KEY `ipstart` (`ipstart`,`ipend`)
+) ENGINE=InnoDB DEFAULT CHARSET=latin1;
+
+-- black_list.ip was varchar(32): too short for IPv6 networks ("2001:db8:85a3::8a2e:370:7334/128"
+-- is 32, a full-form address with prefix is 43). Widening keeps the data.
+ALTER TABLE `black_list` MODIFY `ip` varchar(64) NOT NULL;
+-- The post's ipstart/ipend were varchar(20): too short for IPv6 text.
+ALTER TABLE `ipcountry` MODIFY `ipstart` varchar(46) NOT NULL, MODIFY `ipend` varchar(46) NOT NULL;
+
+-- Indexes the post's tables lack (lookups by value from the admin tool; range order).
+ALTER TABLE `black_list` ADD INDEX IF NOT EXISTS `ip` (`ip`);
+ALTER TABLE `black_list_country` ADD INDEX IF NOT EXISTS `country` (`country`);
+ALTER TABLE `ipcountry` ADD INDEX IF NOT EXISTS `ipfrom_ipto` (`ipfrom`, `ipto`);
+
+-- Ours: IPv6 country ranges. ipfrom/ipto are the 16-byte INET6_ATON() values, which compare
+-- in address order; ipstart/ipend keep the text for people.
+CREATE TABLE IF NOT EXISTS `ipcountry6` (
+  `ipstart` varchar(46) NOT NULL,
+  `ipend` varchar(46) NOT NULL,
+  `countrycode` varchar(5) NOT NULL,
+  `ipfrom` varbinary(16) NOT NULL,
+  `ipto` varbinary(16) NOT NULL,
+  KEY `ipfrom_ipto` (`ipfrom`, `ipto`)
+) ENGINE=InnoDB DEFAULT CHARSET=latin1;

@@ -1,0 +1,40 @@
+-- sipguard.lua: drop-in replacement for the published Kamailio blacklist Lua file.
+--
+-- kamailio.cfg keeps its lines unchanged:
+--   lua_run("check_blacklist", "$si")                        -> $avp(wb_status), $avp(wb_type)
+--   lua_run("get_countrycode", "$si")                        -> $avp(countryCode)
+--   lua_run("check_country_blacklist", "$avp(s:countryCode)") -> $avp(wb_status), $avp(wb_type)
+--
+-- All decisions are made by the native module (sipguard.so, found through package.cpath /
+-- LUA_CPATH); this file only writes its answers into the AVPs the cfg reads.
+
+local sipguard = require "sipguard"
+
+-- Parses the config file ($SIPGUARD_CONFIG, default /etc/kamailio/sipguard.json). A broken
+-- config raises here, so Kamailio refuses to start and says which field is wrong.
+sipguard.init()
+
+if KSR ~= nil and KSR.log ~= nil then
+    sipguard.set_logger(function(level, msg) KSR.log(level, msg .. "\n") end)
+end
+
+local sets = KSR.pv.sets
+
+-- check blacklist: "black" when the source address or a network containing it is listed
+function check_blacklist(ip)
+    local status, kind = sipguard.check_blacklist(ip)
+    sets("$avp(wb_status)", status)
+    sets("$avp(wb_type)", kind)
+end
+
+-- get country code from IP address: ISO code, or "" when unknown, private or loopback
+function get_countrycode(ipaddr)
+    sets("$avp(countryCode)", sipguard.get_countrycode(ipaddr))
+end
+
+-- check countries blacklisted: "black" when the code is in black_list_country
+function check_country_blacklist(country)
+    local status, kind = sipguard.check_country_blacklist(country)
+    sets("$avp(wb_status)", status)
+    sets("$avp(wb_type)", kind)
+end

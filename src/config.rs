@@ -1,0 +1,237 @@
+//! The module's configuration: one JSON file, path from `SIPGUARD_CONFIG`.
+//!
+//! Parsed when the Lua file is loaded, so a broken file stops Kamailio at start with a message
+//! naming the field, instead of failing on the first INVITE.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::engine::NoDataPolicy;
+
+/// Where the config is read from when `SIPGUARD_CONFIG` is not set.
+pub const DEFAULT_PATH: &str = "/etc/kamailio/sipguard.json";
+
+/// Environment variable naming the config file.
+pub const ENV_VAR: &str = "SIPGUARD_CONFIG";
+
+/// Everything an operator can set. Unknown fields are refused: a typo must not silently
+/// fall back to a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `mysql://user:pass@host:port/db`; a read-only user is enough (the post's `connect_ro`).
+    pub db_url: String,
+    /// Deadline for every database call (connect, query), and the longest a request ever waits
+    /// for data: only a worker's very first request may wait, and only this long.
+    #[serde(default = "defaults::query_timeout_ms")]
+    pub query_timeout_ms: u64,
+    /// Deadline for loading the country tables, which runs in the background.
+    #[serde(default = "defaults::load_timeout_ms")]
+    pub load_timeout_ms: u64,
+    /// How often each worker re-reads the lists and checks the country tables for changes;
+    /// also how long a worker waits before retrying a database that failed.
+    #[serde(default = "defaults::refresh_secs")]
+    pub refresh_secs: u64,
+    /// Per-worker cache of per-source answers, in entries.
+    #[serde(default = "defaults::cache_size")]
+    pub cache_size: usize,
+    /// Age after which a cached answer is recomputed.
+    #[serde(default = "defaults::cache_ttl_secs")]
+    pub cache_ttl_secs: u64,
+    /// What to answer while a worker has never loaded the lists: `allow` or `block`.
+    #[serde(default = "defaults::on_no_data")]
+    pub on_no_data: NoDataPolicy,
+    /// Load `ipcountry`/`ipcountry6`; `false` makes `get_countrycode` always answer `""`.
+    #[serde(default = "defaults::country")]
+    pub country: bool,
+    /// Minimum interval between two log lines about the same kind of bad input.
+    #[serde(default = "defaults::log_interval_secs")]
+    pub log_interval_secs: u64,
+}
+
+mod defaults {
+    use crate::engine::NoDataPolicy;
+    pub fn query_timeout_ms() -> u64 {
+        500
+    }
+    pub fn load_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn refresh_secs() -> u64 {
+        5
+    }
+    pub fn cache_size() -> usize {
+        10_000
+    }
+    pub fn cache_ttl_secs() -> u64 {
+        60
+    }
+    pub fn on_no_data() -> NoDataPolicy {
+        NoDataPolicy::Allow
+    }
+    pub fn country() -> bool {
+        true
+    }
+    pub fn log_interval_secs() -> u64 {
+        10
+    }
+}
+
+/// Why the config cannot be used. Every variant names the file and, where it can, the field.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("sipguard config {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+    /// Not JSON of the expected shape; `field` is the JSON path serde was at.
+    #[error("sipguard config {path}: field `{field}`: {msg}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// Dotted path of the offending field (`.` for the document itself).
+        field: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Well-formed but unusable value.
+    #[error("sipguard config {path}: field `{field}`: {msg}")]
+    Invalid {
+        /// File path.
+        path: PathBuf,
+        /// Field name.
+        field: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+impl Config {
+    /// Reads the file named by `SIPGUARD_CONFIG`, or [`DEFAULT_PATH`].
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let path = std::env::var_os(ENV_VAR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+        Config::load(&path)
+    }
+
+    /// Reads and validates one file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates JSON text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            field: e.path().to_string(),
+            msg: e.inner().to_string(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, msg: String| ConfigError::Invalid {
+            path: path.into(),
+            field,
+            msg,
+        };
+        let opts = mysql_async::Opts::from_url(&self.db_url)
+            .map_err(|e| invalid("db_url", format!("not a mysql:// URL: {e}")))?;
+        if opts.db_name().is_none() {
+            return Err(invalid("db_url", "names no database (mysql://user:pass@host:port/DB)".into()));
+        }
+        for (field, v) in [
+            ("query_timeout_ms", self.query_timeout_ms),
+            ("load_timeout_ms", self.load_timeout_ms),
+            ("refresh_secs", self.refresh_secs),
+            ("cache_ttl_secs", self.cache_ttl_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be greater than 0".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::query_timeout_ms`] as a `Duration`.
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_millis(self.query_timeout_ms)
+    }
+
+    /// [`Self::load_timeout_ms`] as a `Duration`.
+    pub fn load_timeout(&self) -> Duration {
+        Duration::from_millis(self.load_timeout_ms)
+    }
+
+    /// [`Self::refresh_secs`] as a `Duration`.
+    pub fn refresh(&self) -> Duration {
+        Duration::from_secs(self.refresh_secs)
+    }
+
+    /// [`Self::cache_ttl_secs`] as a `Duration`.
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    /// [`Self::log_interval_secs`] as a `Duration`.
+    pub fn log_interval(&self) -> Duration {
+        Duration::from_secs(self.log_interval_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.json"))
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = parse(r#"{"db_url": "mysql://ro:pw@127.0.0.1:3306/kamailio"}"#).unwrap();
+        assert_eq!(c.query_timeout_ms, 500);
+        assert_eq!(c.refresh_secs, 5);
+        assert_eq!(c.cache_size, 10_000);
+        assert_eq!(c.on_no_data, NoDataPolicy::Allow);
+        assert!(c.country);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{}"#, "db_url"),
+            (r#"{"db_url": "mysql://a@h/db", "query_timeout_ms": "fast"}"#, "query_timeout_ms"),
+            (r#"{"db_url": "mysql://a@h/db", "cache_szie": 5}"#, "cache_szie"),
+            (r#"{"db_url": "mysql://a@h/db", "on_no_data": "maybe"}"#, "on_no_data"),
+            (r#"{"db_url": "postgres://a@h/db"}"#, "db_url"),
+            (r#"{"db_url": "mysql://a@h"}"#, "db_url"),
+            (r#"{"db_url": "mysql://a@h/db", "refresh_secs": 0}"#, "refresh_secs"),
+        ];
+        for (text, field) in cases {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(field), "{text} -> {msg}");
+            assert!(msg.contains("test.json"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let e = Config::load(Path::new("/nonexistent/sipguard.json")).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    }
+}

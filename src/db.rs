@@ -1,0 +1,218 @@
+//! MySQL adapter: reads the tables the post defined (plus `ipcountry6`), nothing else.
+//!
+//! Every call is bounded by a deadline, because a worker waiting on a hung server is a worker
+//! not answering SIP. Queries take no user input: the module reads whole tables and decides in
+//! memory, so no request-controlled string ever reaches SQL.
+
+use std::time::Duration;
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, Row};
+use thiserror::Error;
+use tokio::time::timeout;
+
+use crate::engine::ListRow;
+use crate::ranges::{CountryRanges, CountryRangesBuilder};
+
+/// Why a database call gave no answer.
+#[derive(Debug, Error)]
+pub enum DbError {
+    /// The deadline passed; the connection must be dropped, its state is unknown.
+    #[error("{what}: no answer within {ms} ms")]
+    Timeout {
+        /// The call that timed out.
+        what: &'static str,
+        /// The deadline.
+        ms: u128,
+    },
+    /// The server or the driver refused.
+    #[error("{what}: {source}")]
+    Mysql {
+        /// The call that failed.
+        what: &'static str,
+        /// Driver error.
+        source: mysql_async::Error,
+    },
+}
+
+impl DbError {
+    /// True for "table does not exist" (1146): an old post-style database without our tables.
+    pub fn is_missing_table(&self) -> bool {
+        matches!(self, DbError::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1146)
+    }
+}
+
+async fn bounded<T, F>(what: &'static str, limit: Duration, fut: F) -> Result<T, DbError>
+where
+    F: std::future::Future<Output = Result<T, mysql_async::Error>>,
+{
+    match timeout(limit, fut).await {
+        Ok(r) => r.map_err(|source| DbError::Mysql { what, source }),
+        Err(_) => Err(DbError::Timeout {
+            what,
+            ms: limit.as_millis(),
+        }),
+    }
+}
+
+/// Opens one connection. The module keeps it for the life of the process (see `process`).
+pub async fn connect(url: &str, limit: Duration) -> Result<Conn, DbError> {
+    let opts = Opts::from_url(url).map_err(|e| DbError::Mysql {
+        what: "connect",
+        source: e.into(),
+    })?;
+    bounded("connect", limit, Conn::new(opts)).await
+}
+
+/// A row that could not be converted (wrong column type, NULL, invalid UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    /// Table name.
+    pub table: &'static str,
+    /// Row number in the result (1-based), as no id may be readable.
+    pub n: usize,
+}
+
+async fn list_rows(
+    conn: &mut Conn,
+    table: &'static str,
+    sql: &'static str,
+    limit: Duration,
+    bad: &mut Vec<BadRow>,
+) -> Result<Vec<ListRow>, DbError> {
+    let rows: Vec<Row> = bounded(table, limit, conn.query(sql)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        match mysql_async::from_row_opt::<(i64, Option<String>, Option<String>)>(row) {
+            Ok((id, value, detail)) => out.push(ListRow {
+                id,
+                value: value.unwrap_or_default(),
+                detail: detail.unwrap_or_default(),
+            }),
+            Err(_) => bad.push(BadRow { table, n: i + 1 }),
+        }
+    }
+    Ok(out)
+}
+
+/// Raw rows of `black_list` and `black_list_country`, in id order (lowest id wins duplicates).
+pub struct ListTables {
+    /// `black_list` rows.
+    pub black: Vec<ListRow>,
+    /// `black_list_country` rows.
+    pub countries: Vec<ListRow>,
+    /// Rows the driver could not convert.
+    pub bad: Vec<BadRow>,
+}
+
+/// Reads both list tables; each query under `limit`.
+pub async fn load_lists(conn: &mut Conn, limit: Duration) -> Result<ListTables, DbError> {
+    let mut bad = Vec::new();
+    let black = list_rows(
+        conn,
+        "black_list",
+        "SELECT id, ip, detail FROM black_list ORDER BY id",
+        limit,
+        &mut bad,
+    )
+    .await?;
+    let countries = list_rows(
+        conn,
+        "black_list_country",
+        "SELECT id, country, detail FROM black_list_country ORDER BY id",
+        limit,
+        &mut bad,
+    )
+    .await?;
+    Ok(ListTables {
+        black,
+        countries,
+        bad,
+    })
+}
+
+/// A cheap fingerprint of the country tables: when it is unchanged, they need no reload.
+/// CREATE_TIME changes when a table is swapped in by RENAME, UPDATE_TIME and TABLE_ROWS on edits.
+pub async fn country_marker(conn: &mut Conn, limit: Duration) -> Result<String, DbError> {
+    let rows: Vec<(String, Option<String>, Option<String>, Option<u64>)> = bounded(
+        "country marker",
+        limit,
+        conn.query(
+            "SELECT TABLE_NAME, CAST(CREATE_TIME AS CHAR), CAST(UPDATE_TIME AS CHAR), TABLE_ROWS \
+             FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('ipcountry', 'ipcountry6') \
+             ORDER BY TABLE_NAME",
+        ),
+    )
+    .await?;
+    Ok(format!("{rows:?}"))
+}
+
+/// What loading the country tables produced besides the ranges, for the log.
+#[derive(Debug, Default)]
+pub struct CountryLoad {
+    /// Rows used.
+    pub rows: usize,
+    /// Rows skipped: unconvertible, out of range, or `ipfrom > ipto`.
+    pub skipped: usize,
+    /// Tables that do not exist (an old database without `ipcountry6`).
+    pub missing: Vec<&'static str>,
+}
+
+/// Reads `ipcountry` (numeric `ipfrom`/`ipto`, as the post fills them) and `ipcountry6`
+/// (binary `ipfrom`/`ipto`, as `INET6_ATON` fills them), streaming rows into the builder.
+pub async fn load_countries(
+    conn: &mut Conn,
+    limit: Duration,
+) -> Result<(CountryRanges, CountryLoad), DbError> {
+    let mut b = CountryRangesBuilder::default();
+    let mut stats = CountryLoad::default();
+    let v4 = async {
+        let mut res = conn
+            .query_iter("SELECT ipfrom, ipto, countrycode FROM ipcountry")
+            .await?;
+        res.for_each(|row| {
+            match mysql_async::from_row_opt::<(i64, i64, String)>(row) {
+                Ok((s, e, cc)) if (0..=u32::MAX as i64).contains(&s) && (s..=u32::MAX as i64).contains(&e) => {
+                    b.add_v4(s as u32, e as u32, &cc);
+                    stats.rows += 1;
+                }
+                _ => stats.skipped += 1,
+            }
+        })
+        .await
+    };
+    match bounded("ipcountry", limit, v4).await {
+        Ok(()) => {}
+        Err(e) if e.is_missing_table() => stats.missing.push("ipcountry"),
+        Err(e) => return Err(e),
+    }
+    let v6 = async {
+        let mut res = conn
+            .query_iter("SELECT ipfrom, ipto, countrycode FROM ipcountry6")
+            .await?;
+        res.for_each(|row| {
+            match mysql_async::from_row_opt::<(Vec<u8>, Vec<u8>, String)>(row) {
+                Ok((s, e, cc)) => match (to_u128(&s), to_u128(&e)) {
+                    (Some(s), Some(e)) if s <= e => {
+                        b.add_v6(s, e, &cc);
+                        stats.rows += 1;
+                    }
+                    _ => stats.skipped += 1,
+                },
+                Err(_) => stats.skipped += 1,
+            }
+        })
+        .await
+    };
+    match bounded("ipcountry6", limit, v6).await {
+        Ok(()) => {}
+        Err(e) if e.is_missing_table() => stats.missing.push("ipcountry6"),
+        Err(e) => return Err(e),
+    }
+    Ok((b.build(), stats))
+}
+
+fn to_u128(b: &[u8]) -> Option<u128> {
+    <[u8; 16]>::try_from(b).ok().map(u128::from_be_bytes)
+}

@@ -1,0 +1,26 @@
+//! sipguard: IP/CIDR and country blacklists for Kamailio's app_lua, as a native Lua module.
+//!
+//! | module     | job                                                         |
+//! |------------|-------------------------------------------------------------|
+//! | `addr`     | parse source addresses as Kamailio hands them over          |
+//! | `netset`   | address/CIDR sets with longest-prefix match                 |
+//! | `ranges`   | IP → country from nested ranges, narrowest wins             |
+//! | `engine`   | decisions, on plain values                                   |
+//! | `cache`    | per-source LRU with TTL                                      |
+//! | `config`   | the JSON config file                                         |
+//! | `db`       | MySQL reads, each under a deadline                           |
+//! | `logq`     | log lines from the loader thread to Kamailio's log           |
+//! | `process`  | per-process state, keyed by pid, and its loader thread       |
+//! | `lua`      | the Lua API (`require "sipguard"`)                           |
+
+pub mod addr;
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod engine;
+pub mod logq;
+pub mod netset;
+pub mod process;
+pub mod ranges;
+
+mod lua;

@@ -1,0 +1,139 @@
+//! The Lua API: a table of plain functions, each converting arguments, calling the engine
+//! through this process's [`Guard`], and converting the answer back.
+//!
+//! Nothing here raises a Lua error on bad input or a dead database: app_lua only logs
+//! "error from Lua: unknown" for those, and an error per packet is a log storm. Errors are
+//! raised only by `init`, where stopping Kamailio at start is what the operator wants.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use mlua::prelude::*;
+
+use crate::config::Config;
+use crate::engine::Verdict;
+use crate::process::{self, Guard};
+
+static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
+
+const LOGGER_KEY: &str = "sipguard.logger";
+
+/// Lua string argument as text; `nil` and invalid UTF-8 become text the parsers refuse cleanly.
+fn text(arg: Option<LuaString>) -> String {
+    arg.map(|s| String::from_utf8_lossy(&s.as_bytes()).into_owned())
+        .unwrap_or_default()
+}
+
+/// Parses the config (argument, or `SIPGUARD_CONFIG`, or the default path) and keeps it for
+/// this process. Raises on a broken config so Kamailio refuses to start.
+fn init(_: &Lua, path: Option<String>) -> LuaResult<bool> {
+    let cfg = match path {
+        Some(p) => Config::load(p.as_ref()),
+        None => Config::from_env(),
+    }
+    .map_err(|e| LuaError::runtime(e.to_string()))?;
+    *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(cfg));
+    Ok(true)
+}
+
+/// Registers the function log lines go to, e.g. `function(level, msg) KSR.log(level, msg) end`.
+fn set_logger(lua: &Lua, f: LuaFunction) -> LuaResult<()> {
+    lua.set_named_registry_value(LOGGER_KEY, f)
+}
+
+fn guard() -> Result<Arc<Guard>, String> {
+    let mut slot = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
+    let cfg = match slot.as_ref() {
+        Some(c) => c.clone(),
+        None => {
+            let c = Arc::new(Config::from_env().map_err(|e| e.to_string())?);
+            *slot = Some(c.clone());
+            c
+        }
+    };
+    drop(slot);
+    Ok(process::current(&cfg))
+}
+
+fn emit(lua: &Lua, level: &str, msg: &str) {
+    let line = format!("sipguard: {msg}");
+    match lua.named_registry_value::<Option<LuaFunction>>(LOGGER_KEY) {
+        Ok(Some(f)) => {
+            if f.call::<()>((level, line.as_str())).is_err() {
+                eprintln!("{level}: {line}");
+            }
+        }
+        _ => eprintln!("{level}: {line}"),
+    }
+}
+
+/// Runs one request-path call: never panics into Lua, always flushes queued log lines.
+fn call<T>(lua: &Lua, name: &str, fallback: T, f: impl FnOnce(&Guard) -> T) -> T {
+    let out = match guard() {
+        Ok(g) => {
+            let out = catch_unwind(AssertUnwindSafe(|| f(&g)));
+            for (level, msg) in g.take_logs() {
+                emit(lua, level.as_ksr(), &msg);
+            }
+            out.map(Some).unwrap_or_else(|p| {
+                let why = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                emit(lua, "crit", &format!("{name}: internal error ({why}); answering \"\""));
+                None
+            })
+        }
+        Err(e) => {
+            emit(lua, "err", &format!("{name}: {e}"));
+            None
+        }
+    };
+    out.unwrap_or(fallback)
+}
+
+fn verdict_pair(v: &Verdict) -> (&'static str, &'static str) {
+    (v.status(), v.kind())
+}
+
+/// `check_blacklist(ip)` → `status, type` (`"black", "ip"` or `"", ""`).
+fn check_blacklist(lua: &Lua, ip: Option<LuaString>) -> LuaResult<(&'static str, &'static str)> {
+    let ip = text(ip);
+    Ok(call(lua, "check_blacklist", ("", ""), |g| {
+        verdict_pair(&g.check_blacklist(&ip))
+    }))
+}
+
+/// `get_countrycode(ip)` → ISO code or `""`.
+fn get_countrycode(lua: &Lua, ip: Option<LuaString>) -> LuaResult<String> {
+    let ip = text(ip);
+    Ok(call(lua, "get_countrycode", String::new(), |g| {
+        g.country_code(&ip).to_string()
+    }))
+}
+
+/// `check_country_blacklist(cc)` → `status, type` (`"black", "country"` or `"", ""`).
+fn check_country_blacklist(
+    lua: &Lua,
+    cc: Option<LuaString>,
+) -> LuaResult<(&'static str, &'static str)> {
+    let cc = text(cc);
+    Ok(call(lua, "check_country_blacklist", ("", ""), |g| {
+        verdict_pair(&g.check_country(&cc))
+    }))
+}
+
+/// Builds the module table; `require "sipguard"` returns it. Does no I/O: it runs in
+/// Kamailio's main process before fork, and again in every child.
+#[mlua::lua_module(skip_memory_check)]
+fn sipguard(lua: &Lua) -> LuaResult<LuaTable> {
+    let t = lua.create_table()?;
+    t.set("init", lua.create_function(init)?)?;
+    t.set("set_logger", lua.create_function(set_logger)?)?;
+    t.set("check_blacklist", lua.create_function(check_blacklist)?)?;
+    t.set("get_countrycode", lua.create_function(get_countrycode)?)?;
+    t.set("check_country_blacklist", lua.create_function(check_country_blacklist)?)?;
+    t.set("version", env!("CARGO_PKG_VERSION"))?;
+    Ok(t)
+}

@@ -1,0 +1,424 @@
+//! Per-process state: what one Kamailio worker knows, and the thread that keeps it fresh.
+//!
+//! Kamailio forks its workers after loading the Lua script, so anything created before the
+//! fork (a tokio runtime, a socket) would be shared by every child and corrupt each other
+//! (measured: a worker died with SIGSEGV). State is therefore keyed by `process::id()` and
+//! built lazily on first use in each process; a child that finds its parent's state forgets it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Instant;
+
+use crate::addr::{self, AddrError};
+use crate::cache::TtlLru;
+use crate::config::Config;
+use crate::db;
+use crate::engine::{self, ListRow, Lists, Verdict};
+use crate::logq::{Level, LogQueue, RateLimit};
+use crate::ranges::CountryRanges;
+
+/// Data shared between the Lua thread (reads) and the loader thread (writes).
+///
+/// `RwLock<Option<Arc<_>>>`: readers clone the `Arc` and drop the lock at once, so a reload
+/// never blocks a request for longer than a pointer swap.
+#[derive(Default)]
+pub struct Data {
+    lists: RwLock<Option<Arc<Lists>>>,
+    countries: RwLock<Option<Arc<CountryRanges>>>,
+    /// Bumped on every publish, so per-source cache entries know when they are stale.
+    generation: AtomicU64,
+    /// Set once the first attempt to load the lists has ended, either way; the first request
+    /// of a worker waits on it (bounded by the query deadline).
+    first_attempt: (Mutex<bool>, Condvar),
+    /// Lines for the Kamailio log, printed by the next request.
+    pub logs: LogQueue,
+}
+
+impl Data {
+    /// The lists as last loaded, if ever.
+    pub fn lists(&self) -> Option<Arc<Lists>> {
+        self.lists.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The country ranges as last loaded, if ever.
+    pub fn countries(&self) -> Option<Arc<CountryRanges>> {
+        self.countries.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the lists for every later request.
+    pub fn publish_lists(&self, lists: Lists) {
+        *self.lists.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(lists));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Replaces the country ranges for every later request.
+    pub fn publish_countries(&self, ranges: CountryRanges) {
+        *self.countries.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ranges));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn first_attempt_done(&self) {
+        let (m, cv) = &self.first_attempt;
+        *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    fn wait_first_attempt(&self, limit: std::time::Duration) {
+        let (m, cv) = &self.first_attempt;
+        let done = m.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = cv.wait_timeout_while(done, limit, |done| !*done);
+    }
+}
+
+/// A per-source answer, cached: both questions are answered together on a miss because the
+/// post's cfg asks them back to back for the same `$si`.
+#[derive(Clone)]
+struct SourceAnswer {
+    verdict: Verdict,
+    country: Arc<str>,
+}
+
+/// State only the Lua thread touches; the mutex is never contended.
+struct Local {
+    cache: TtlLru<IpAddr, SourceAnswer>,
+    cache_generation: u64,
+    limit: RateLimit,
+    waited: bool,
+}
+
+/// One process's sipguard: config, shared data, and the request-side cache.
+pub struct Guard {
+    cfg: Arc<Config>,
+    data: Arc<Data>,
+    local: Mutex<Local>,
+}
+
+impl Guard {
+    /// State for this process with a loader thread feeding it from MySQL.
+    pub fn start(cfg: Arc<Config>) -> Arc<Guard> {
+        let guard = Guard::detached(cfg);
+        let (cfg, data) = (guard.cfg.clone(), guard.data.clone());
+        let spawned = std::thread::Builder::new()
+            .name("sipguard-db".into())
+            .spawn(move || loader::run(cfg, data));
+        if let Err(e) = spawned {
+            guard.data.logs.push(Level::Err, format!("cannot start the loader thread: {e}"));
+            guard.data.first_attempt_done();
+        }
+        guard
+    }
+
+    /// State without a loader: data comes only through [`Guard::data`]. For tests and tools.
+    pub fn detached(cfg: Arc<Config>) -> Arc<Guard> {
+        let local = Local {
+            cache: TtlLru::new(cfg.cache_size, cfg.cache_ttl()),
+            cache_generation: 0,
+            limit: RateLimit::new(cfg.log_interval()),
+            waited: false,
+        };
+        Arc::new(Guard {
+            cfg,
+            data: Arc::new(Data::default()),
+            local: Mutex::new(local),
+        })
+    }
+
+    /// The shared data, e.g. to publish lists in a test.
+    pub fn data(&self) -> &Data {
+        &self.data
+    }
+
+    /// The config this process runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// `check_blacklist($si)`.
+    pub fn check_blacklist(&self, raw: &str) -> Verdict {
+        self.answer(raw, "check_blacklist")
+            .map(|a| a.verdict)
+            .unwrap_or(Verdict::Clear)
+    }
+
+    /// `get_countrycode($si)`: the ISO code or `""`.
+    pub fn country_code(&self, raw: &str) -> Arc<str> {
+        self.answer(raw, "get_countrycode")
+            .map(|a| a.country)
+            .unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// `check_country_blacklist($avp(countryCode))`.
+    pub fn check_country(&self, raw: &str) -> Verdict {
+        let mut local = self.lock_local();
+        self.first_wait(&mut local);
+        let plausible = raw.trim().is_empty() || engine::normalize_country(raw).is_some();
+        if !plausible {
+            self.log_bad(&mut local, "country", format_args!("not a country code: {:?}", addr::printable(raw)));
+        }
+        drop(local);
+        engine::check_country(self.data.lists().as_deref(), raw, self.cfg.on_no_data)
+    }
+
+    /// Log lines queued since the last call, for the Lua side to print.
+    pub fn take_logs(&self) -> Vec<(Level, String)> {
+        self.data.logs.drain()
+    }
+
+    fn lock_local(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn first_wait(&self, local: &mut Local) {
+        if !local.waited {
+            local.waited = true;
+            self.data.wait_first_attempt(self.cfg.query_timeout());
+        }
+    }
+
+    fn log_bad(&self, local: &mut Local, kind: &'static str, msg: std::fmt::Arguments<'_>) {
+        if let Some(suppressed) = local.limit.allow(kind, Instant::now()) {
+            let tail = if suppressed > 0 {
+                format!(" ({suppressed} more suppressed)")
+            } else {
+                String::new()
+            };
+            self.data.logs.push(Level::Warn, format!("{msg}{tail}"));
+        }
+    }
+
+    fn answer(&self, raw: &str, func: &str) -> Option<SourceAnswer> {
+        let mut local = self.lock_local();
+        self.first_wait(&mut local);
+        let ip = match addr::parse_source(raw) {
+            Ok(ip) => ip,
+            Err(e) => {
+                let e: AddrError = e;
+                self.log_bad(&mut local, "address", format_args!("{func}: {e}; answering \"\""));
+                return None;
+            }
+        };
+        let now = Instant::now();
+        let generation = self.data.generation();
+        if local.cache_generation != generation {
+            local.cache.clear();
+            local.cache_generation = generation;
+        }
+        if let Some(hit) = local.cache.get(&ip, now) {
+            return Some(hit);
+        }
+        let lists = self.data.lists();
+        let countries = self.data.countries();
+        let answer = SourceAnswer {
+            verdict: engine::check_ip(lists.as_deref(), ip, self.cfg.on_no_data),
+            country: Arc::from(engine::country_of(countries.as_deref(), ip)),
+        };
+        local.cache.put(ip, answer.clone(), now);
+        Some(answer)
+    }
+}
+
+static CURRENT: Mutex<Option<(u32, Arc<Guard>)>> = Mutex::new(None);
+
+/// This process's guard, started on first use with `cfg`.
+///
+/// A guard inherited across `fork` is forgotten, not dropped: its loader thread does not exist
+/// here, and dropping could close descriptors the parent still uses.
+pub fn current(cfg: &Arc<Config>) -> Arc<Guard> {
+    let pid = std::process::id();
+    let mut slot = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    match slot.as_ref() {
+        Some((p, g)) if *p == pid => g.clone(),
+        _ => {
+            if let Some(inherited) = slot.take() {
+                std::mem::forget(inherited);
+            }
+            let g = Guard::start(cfg.clone());
+            *slot = Some((pid, g.clone()));
+            g
+        }
+    }
+}
+
+/// The loader thread: one connection, one current-thread runtime, one loop.
+mod loader {
+    use super::*;
+
+    /// What the loader remembers between rounds.
+    #[derive(Default)]
+    struct Round {
+        conn: Option<mysql_async::Conn>,
+        last_lists: Option<(Vec<ListRow>, Vec<ListRow>)>,
+        country_marker: Option<String>,
+        healthy: Option<bool>,
+        /// Bad rows are logged once per id, not on every refresh.
+        logged_bad: HashSet<(&'static str, i64)>,
+    }
+
+    pub(super) fn run(cfg: Arc<Config>, data: Arc<Data>) {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                data.logs.push(Level::Err, format!("cannot build the tokio runtime: {e}"));
+                data.first_attempt_done();
+                return;
+            }
+        };
+        rt.block_on(async {
+            let mut round = Round::default();
+            loop {
+                let result = refresh(&cfg, &data, &mut round).await;
+                report(&cfg, &data, &mut round, result);
+                data.first_attempt_done();
+                tokio::time::sleep(cfg.refresh()).await;
+            }
+        });
+    }
+
+    fn report(cfg: &Config, data: &Data, round: &mut Round, result: Result<(), db::DbError>) {
+        match result {
+            Ok(()) => {
+                if round.healthy == Some(false) {
+                    data.logs.push(Level::Info, "database reachable again, live data restored".into());
+                }
+                round.healthy = Some(true);
+            }
+            Err(e) => {
+                // The connection's state is unknown after any error: start over next round.
+                round.conn = None;
+                if round.healthy != Some(false) {
+                    let fallback = if data.lists().is_some() {
+                        "deciding from the lists loaded before".to_string()
+                    } else {
+                        format!("no lists loaded yet, policy on_no_data={:?}", cfg.on_no_data)
+                    };
+                    data.logs.push(
+                        Level::Err,
+                        format!("database unavailable ({e}); {fallback}; retrying every {} s", cfg.refresh_secs),
+                    );
+                }
+                round.healthy = Some(false);
+            }
+        }
+    }
+
+    async fn refresh(cfg: &Config, data: &Data, round: &mut Round) -> Result<(), db::DbError> {
+        let conn = match round.conn.as_mut() {
+            Some(c) => c,
+            None => round.conn.insert(db::connect(&cfg.db_url, cfg.query_timeout()).await?),
+        };
+        let tables = db::load_lists(conn, cfg.query_timeout()).await?;
+        for bad in &tables.bad {
+            if round.logged_bad.insert((bad.table, -(bad.n as i64))) {
+                data.logs.push(Level::Warn, format!("{}: result row {} has unreadable columns, skipped", bad.table, bad.n));
+            }
+        }
+        let unchanged = round
+            .last_lists
+            .as_ref()
+            .is_some_and(|(b, c)| *b == tables.black && *c == tables.countries);
+        if !unchanged {
+            let (lists, rejected) = Lists::build(&tables.black, &tables.countries);
+            for r in rejected {
+                if round.logged_bad.insert((r.table, r.id)) {
+                    data.logs.push(Level::Warn, format!("{} id={}: {:?} is not valid, row skipped", r.table, r.id, r.value));
+                }
+            }
+            let (nets, countries) = lists.sizes();
+            data.publish_lists(lists);
+            data.logs.push(Level::Info, format!("lists loaded: {nets} addresses/networks, {countries} countries"));
+            round.last_lists = Some((tables.black, tables.countries));
+        }
+        data.first_attempt_done();
+
+        if cfg.country {
+            let marker = db::country_marker(conn, cfg.query_timeout()).await?;
+            if round.country_marker.as_ref() != Some(&marker) {
+                let started = Instant::now();
+                let (ranges, load) = db::load_countries(conn, cfg.load_timeout()).await?;
+                let (v4, v6) = ranges.sizes();
+                data.publish_countries(ranges);
+                let missing = if load.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(", missing tables: {}", load.missing.join(", "))
+                };
+                data.logs.push(
+                    Level::Info,
+                    format!(
+                        "country ranges loaded: {} rows ({} skipped) -> {v4} IPv4 + {v6} IPv6 segments in {} ms{missing}",
+                        load.rows,
+                        load.skipped,
+                        started.elapsed().as_millis()
+                    ),
+                );
+                round.country_marker = Some(marker);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::ranges::CountryRangesBuilder;
+    use std::path::Path;
+
+    fn guard() -> Arc<Guard> {
+        let cfg = Config::parse(r#"{"db_url":"mysql://u@127.0.0.1:1/db","log_interval_secs":3600}"#, Path::new("t")).unwrap();
+        let g = Guard::detached(Arc::new(cfg));
+        g.data().first_attempt_done();
+        g
+    }
+
+    fn row(id: i64, v: &str) -> ListRow {
+        ListRow { id, value: v.into(), detail: String::new() }
+    }
+
+    #[test]
+    fn answers_follow_published_data() {
+        let g = guard();
+        assert_eq!(g.check_blacklist("192.0.2.1"), Verdict::Clear, "no data, policy allow");
+        g.data().publish_lists(Lists::build(&[row(1, "192.0.2.0/24")], &[row(2, "ES")]).0);
+        assert_eq!(g.check_blacklist("192.0.2.1").status(), "black");
+        assert_eq!(g.check_blacklist("[::ffff:192.0.2.1]").status(), "black");
+        let mut b = CountryRangesBuilder::default();
+        b.add_v4(u32::from(std::net::Ipv4Addr::new(2, 20, 179, 0)), u32::from(std::net::Ipv4Addr::new(2, 20, 179, 255)), "es");
+        g.data().publish_countries(b.build());
+        assert_eq!(&*g.country_code("2.20.179.9"), "ES");
+        assert_eq!(g.check_country("ES").status(), "black");
+        // Publishing new lists invalidates cached answers.
+        g.data().publish_lists(Lists::default());
+        assert_eq!(g.check_blacklist("192.0.2.1"), Verdict::Clear);
+    }
+
+    #[test]
+    fn bad_input_answers_empty_and_logs_once() {
+        let g = guard();
+        for junk in ["", "x".repeat(1023).as_str(), "' OR 1=1 --", "1.2.3.4\u{0}"] {
+            assert_eq!(g.check_blacklist(junk), Verdict::Clear);
+            assert_eq!(&*g.country_code(junk), "");
+        }
+        let logs = g.take_logs();
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert!(logs[0].1.contains("check_blacklist"), "{logs:?}");
+        assert_eq!(g.check_country("' OR 1=1 --"), Verdict::Clear);
+        assert_eq!(g.take_logs().len(), 1);
+    }
+
+    #[test]
+    fn child_after_fork_gets_fresh_state() {
+        // Same pid: the same guard comes back.
+        let cfg = Arc::new(guard().config().clone());
+        let a = current(&cfg);
+        let b = current(&cfg);
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+}
