@@ -29,8 +29,8 @@ pub struct Data {
     countries: RwLock<Option<Arc<CountryRanges>>>,
     /// Bumped on every publish, so per-source cache entries know when they are stale.
     generation: AtomicU64,
-    /// Set once the first attempt to load the lists has ended, either way; the first request
-    /// of a worker waits on it (bounded by the query deadline).
+    /// Set once the first attempt to load the lists and country ranges has ended, either way;
+    /// the first request of a worker waits on it (bounded by the query deadline).
     first_attempt: (Mutex<bool>, Condvar),
     /// Lines for the Kamailio log, printed by the next request.
     pub logs: LogQueue,
@@ -334,7 +334,6 @@ mod loader {
             data.logs.push(Level::Info, format!("lists loaded: {nets} addresses/networks, {countries} countries"));
             round.last_lists = Some((tables.black, tables.countries));
         }
-        data.first_attempt_done();
 
         if cfg.country {
             let marker = db::country_marker(conn, cfg.query_timeout()).await?;

@@ -1,0 +1,190 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/setup, scripts/test, scripts/demo and the end-to-end tests:
+# install packages, build, start and stop a private MariaDB and Kamailio on loopback.
+# Source it; every function is prefixed sg_. Nothing here touches system services.
+
+SG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SG_PACKAGES=(kamailio kamailio-lua-modules kamailio-mysql-modules
+    mariadb-server mariadb-client sip-tester lua5.1 iproute2 procps ca-certificates)
+SG_COUNTRY_PKG="@ip-location-db/geo-whois-asn-country"
+
+sg_log() { printf '[sipguard] %s\n' "$*" >&2; }
+sg_die() { printf '[sipguard] error: %s\n' "$*" >&2; exit 1; }
+
+# Installs the Debian packages the project runs against, when any is missing.
+sg_install_packages() {
+    local missing=()
+    for p in "${SG_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    sg_log "installing: ${missing[*]}"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Builds the module; prints the path of the built .so.
+sg_build() {
+    (cd "$SG_ROOT" && cargo build --release --quiet) || sg_die "cargo build failed"
+    echo "$SG_ROOT/target/release/libsipguard.so"
+}
+
+# Makes a directory usable as a Lua cpath entry: <dir>/sipguard.so -> the built module.
+sg_cpath_dir() {
+    local dir="$1"
+    mkdir -p "$dir"
+    ln -sf "$SG_ROOT/target/release/libsipguard.so" "$dir/sipguard.so"
+    echo "$dir/?.so;;"
+}
+
+# A free TCP/UDP port on 127.0.0.1, picked by the kernel.
+sg_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# sg_mariadb_start DIR: a private MariaDB in DIR (datadir, socket, log), loopback only.
+# Sets SG_DB_PORT and SG_DB_SOCK. Creates database `kamailio`, the read-only user
+# `sipguard_ro` (SELECT only, as the post's connect_ro) and the admin user `sipguard_admin`.
+sg_mariadb_start() {
+    local dir="$1"
+    mkdir -p "$dir" && dir=$(cd "$dir" && pwd)
+    SG_DB_PORT=$(sg_free_port)
+    SG_DB_SOCK="$dir/mysql.sock"
+    local user; user=$(id -un)
+    if [ ! -d "$dir/data/mysql" ]; then
+        mariadb-install-db --no-defaults --datadir="$dir/data" --user="$user" \
+            --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 \
+            || { cat "$dir/install.log" >&2; sg_die "mariadb-install-db failed"; }
+    fi
+    mariadbd --no-defaults --datadir="$dir/data" --socket="$SG_DB_SOCK" --port="$SG_DB_PORT" \
+        --bind-address=127.0.0.1 --user="$user" --pid-file="$dir/mysqld.pid" \
+        --log-error="$dir/mysqld.log" --skip-name-resolve --local-infile=1 \
+        --innodb-buffer-pool-size=256M --max-connections=500 &
+    echo $! >"$dir/mysqld.bgpid"
+    local i
+    for i in $(seq 1 100); do
+        mariadb-admin --no-defaults --socket="$SG_DB_SOCK" -uroot ping >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    mariadb-admin --no-defaults --socket="$SG_DB_SOCK" -uroot ping >/dev/null 2>&1 \
+        || { tail -20 "$dir/mysqld.log" >&2; sg_die "MariaDB did not start"; }
+    sg_sql --database=mysql <<'SQL'
+CREATE DATABASE IF NOT EXISTS kamailio;
+CREATE USER IF NOT EXISTS 'sipguard_ro'@'127.0.0.1' IDENTIFIED BY 'ro-secret';
+CREATE USER IF NOT EXISTS 'sipguard_admin'@'127.0.0.1' IDENTIFIED BY 'admin-secret';
+GRANT SELECT ON kamailio.* TO 'sipguard_ro'@'127.0.0.1';
+GRANT ALL ON *.* TO 'sipguard_admin'@'127.0.0.1';
+SQL
+    sg_log "MariaDB up on 127.0.0.1:$SG_DB_PORT (datadir $dir/data)"
+}
+
+# sg_mariadb_stop DIR
+sg_mariadb_stop() {
+    local dir="$1" pid
+    pid=$(cat "$dir/mysqld.bgpid" 2>/dev/null) || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+
+# Runs SQL from stdin (or "$@" as client args) as root on the private MariaDB, database kamailio.
+sg_sql() {
+    mariadb --no-defaults --socket="$SG_DB_SOCK" -uroot --local-infile=1 "${@:---database=kamailio}"
+}
+
+# URLs the module and the tests use.
+sg_ro_url() { echo "mysql://sipguard_ro:ro-secret@127.0.0.1:$SG_DB_PORT/kamailio"; }
+sg_admin_url() { echo "mysql://sipguard_admin:admin-secret@127.0.0.1:$SG_DB_PORT/kamailio"; }
+
+# Loads kamailio/sql/schema.sql into database kamailio.
+sg_schema() { sg_sql <"$SG_ROOT/kamailio/sql/schema.sql"; }
+
+# sg_load_country_csv FILE...: db-ip style `start,end,CC` rows (lines starting with # ignored)
+# into ipcountry (IPv4, with the post's INET_ATON columns) and ipcountry6 (IPv6, INET6_ATON).
+sg_load_country_csv() {
+    local f
+    for f in "$@"; do
+        sg_sql <<SQL
+CREATE TEMPORARY TABLE sg_stage (ipstart varchar(64), ipend varchar(64), countrycode varchar(8));
+LOAD DATA LOCAL INFILE '$f' INTO TABLE sg_stage FIELDS TERMINATED BY ',' (ipstart, ipend, countrycode);
+DELETE FROM sg_stage WHERE ipstart LIKE '#%';
+INSERT INTO ipcountry (ipstart, ipend, countrycode, ipfrom, ipto)
+  SELECT ipstart, ipend, countrycode, INET_ATON(ipstart), INET_ATON(ipend) FROM sg_stage WHERE ipstart NOT LIKE '%:%';
+INSERT INTO ipcountry6 (ipstart, ipend, countrycode, ipfrom, ipto)
+  SELECT ipstart, ipend, countrycode, INET6_ATON(ipstart), INET6_ATON(ipend) FROM sg_stage WHERE ipstart LIKE '%:%';
+SQL
+    done
+}
+
+# Prints the paths of the full country CSVs (IPv4, IPv6), fetching the npm package once into
+# .run/data; prints the shipped slice instead when the registry cannot be reached.
+sg_country_files() {
+    local data="$SG_ROOT/.run/data"
+    mkdir -p "$data"
+    if [ ! -f "$data/package/geo-whois-asn-country-ipv4.csv" ]; then
+        if (cd "$data" && timeout 300 npm pack --silent "$SG_COUNTRY_PKG" >/dev/null 2>&1 \
+                && tar xzf ./*geo-whois-asn-country-*.tgz && rm -f ./*.tgz); then
+            sg_log "country data: $SG_COUNTRY_PKG from the npm registry (CC BY 4.0, NRO)"
+        else
+            sg_log "country data: npm registry unreachable, using the shipped slice"
+            echo "$SG_ROOT/tests/data/country-slice.csv"
+            return 0
+        fi
+    fi
+    echo "$data/package/geo-whois-asn-country-ipv4.csv"
+    echo "$data/package/geo-whois-asn-country-ipv6.csv"
+}
+
+# sg_write_config FILE [extra JSON members]: a module config pointing at the private MariaDB.
+sg_write_config() {
+    local file="$1" extra="${2:-}"
+    cat >"$file" <<JSON
+{
+  "db_url": "$(sg_ro_url)",
+  "query_timeout_ms": 500,
+  "refresh_secs": 1${extra:+,
+  $extra}
+}
+JSON
+    chmod 600 "$file"
+}
+
+# sg_kamailio_start DIR CFG_TEMPLATE: renders the template (@@ROOT@@, @@RUN@@, @@PORT@@,
+# @@DB_URL@@) into DIR, starts Kamailio in the foreground mode (-DD) logging to DIR/kamailio.log,
+# and waits until it answers. Sets SG_SIP_PORT.
+sg_kamailio_start() {
+    local dir="$1" tpl="$2"
+    mkdir -p "$dir" && dir=$(cd "$dir" && pwd)
+    SG_SIP_PORT=$(sg_free_port)
+    local cpath; cpath=$(sg_cpath_dir "$dir/lua")
+    local dburl; dburl="mysql://sipguard_admin:admin-secret@127.0.0.1:$SG_DB_PORT/kamailio"
+    sed -e "s|@@ROOT@@|$SG_ROOT|g" -e "s|@@RUN@@|$dir|g" -e "s|@@PORT@@|$SG_SIP_PORT|g" \
+        -e "s|@@DB_URL@@|$dburl|g" "$tpl" >"$dir/kamailio.cfg"
+    [ -f "$dir/sipguard.json" ] || sg_write_config "$dir/sipguard.json"
+    LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/sipguard.json" \
+        kamailio -DD -E -f "$dir/kamailio.cfg" -P "$dir/kamailio.pid" -Y "$dir" \
+        >"$dir/kamailio.log" 2>&1 &
+    echo $! >"$dir/kamailio.bgpid"
+    local i
+    for i in $(seq 1 100); do
+        if ! kill -0 "$(cat "$dir/kamailio.bgpid")" 2>/dev/null; then
+            tail -30 "$dir/kamailio.log" >&2
+            return 1
+        fi
+        ss -lun 2>/dev/null | grep -q "127.0.0.1:$SG_SIP_PORT " && return 0
+        sleep 0.1
+    done
+    tail -30 "$dir/kamailio.log" >&2
+    return 1
+}
+
+# sg_kamailio_stop DIR
+sg_kamailio_stop() {
+    local dir="$1" pid
+    pid=$(cat "$dir/kamailio.bgpid" 2>/dev/null) || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    pkill -9 -f "kamailio -DD -E -f $dir/" 2>/dev/null || true
+}
