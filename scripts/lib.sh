@@ -60,7 +60,7 @@ sg_mariadb_start() {
     mariadbd --no-defaults --datadir="$dir/data" --socket="$SG_DB_SOCK" --port="$SG_DB_PORT" \
         --bind-address=127.0.0.1 --user="$user" --pid-file="$dir/mysqld.pid" \
         --log-error="$dir/mysqld.log" --skip-name-resolve --local-infile=1 \
-        --innodb-buffer-pool-size=256M --max-connections=500 &
+        --innodb-buffer-pool-size=256M --max-connections=500 >"$dir/mysqld.out" 2>&1 &
     echo $! >"$dir/mysqld.bgpid"
     local i
     for i in $(seq 1 100); do

@@ -1,9 +1,9 @@
 //! The Lua API: a table of plain functions, each converting arguments, calling the engine
 //! through this process's [`Guard`], and converting the answer back.
 //!
-//! Nothing here raises a Lua error on bad input or a dead database: app_lua only logs
-//! "error from Lua: unknown" for those, and an error per packet is a log storm. Errors are
-//! raised only by `init`, where stopping Kamailio at start is what the operator wants.
+//! Nothing here raises a Lua error: app_lua only logs "error from Lua: unknown" for a Rust
+//! error object, and an error per packet is a log storm. `init` reports a broken config as
+//! `nil, message`, which the Lua file raises so Kamailio refuses to start.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -25,15 +25,20 @@ fn text(arg: Option<LuaString>) -> String {
 }
 
 /// Parses the config (argument, or `SIPGUARD_CONFIG`, or the default path) and keeps it for
-/// this process. Raises on a broken config so Kamailio refuses to start.
-fn init(_: &Lua, path: Option<String>) -> LuaResult<bool> {
+/// this process. Returns `true`, or `nil, message`: the Lua file raises that message as a plain
+/// string, since app_lua prints a Rust error object only as "unknown".
+fn init(_: &Lua, path: Option<String>) -> LuaResult<(Option<bool>, Option<String>)> {
     let cfg = match path {
         Some(p) => Config::load(p.as_ref()),
         None => Config::from_env(),
+    };
+    match cfg {
+        Ok(cfg) => {
+            *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(cfg));
+            Ok((Some(true), None))
+        }
+        Err(e) => Ok((None, Some(e.to_string()))),
     }
-    .map_err(|e| LuaError::runtime(e.to_string()))?;
-    *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(cfg));
-    Ok(true)
 }
 
 /// Registers the function log lines go to, e.g. `function(level, msg) KSR.log(level, msg) end`.

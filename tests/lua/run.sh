@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs tests/lua/test_sipguard.lua under plain lua5.1 against a private MariaDB, plus the
+# broken-config check (init must raise naming the field).
+set -uo pipefail
+. "$(dirname "$0")/../../scripts/lib.sh"
+
+dir=$(mktemp -d /tmp/sipguard-lua.XXXXXX)
+trap 'sg_mariadb_stop "$dir/db"; rm -rf "$dir"' EXIT
+[ -f "$SG_ROOT/target/release/libsipguard.so" ] || sg_build >/dev/null
+sg_mariadb_start "$dir/db"
+sg_schema
+sg_load_country_csv "$SG_ROOT/tests/data/country-slice.csv"
+sg_sql <<'SQL'
+INSERT INTO black_list (ip, detail) VALUES ('203.0.113.9', 'a'), ('198.51.100.0/24', 'b'), ('2001:db8::/32', 'c');
+INSERT INTO black_list_country (country, detail) VALUES ('ES', 'd');
+SQL
+sg_write_config "$dir/sipguard.json"
+cpath=$(sg_cpath_dir "$dir/lua")
+
+status=0
+LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/sipguard.json" lua5.1 "$SG_ROOT/tests/lua/test_sipguard.lua" "$SG_ROOT" || status=1
+
+# A broken config must stop the script at load with a message naming the field.
+printf '{"db_url": "%s", "query_timeout_ms": "soon"}' "$(sg_ro_url)" >"$dir/broken.json"
+out=$(LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/broken.json" lua5.1 -e 'KSR={pv={sets=function() end}}' \
+    "$SG_ROOT/lua/sipguard.lua" 2>&1)
+if [ $? -ne 0 ] && grep -q 'query_timeout_ms' <<<"$out"; then
+    echo "PASS broken config stops loading, naming the field"; echo "lua-config: 1 passed, 0 failed"
+else
+    echo "FAIL broken config: $out"; echo "lua-config: 0 passed, 1 failed"; status=1
+fi
+exit $status

@@ -1,0 +1,83 @@
+-- Lua-level test: plain lua5.1 loads lua/sipguard.lua (which requires the built module) with a
+-- stub KSR, calls the three functions as kamailio.cfg's lua_run would, and checks the AVPs.
+-- Needs SIPGUARD_CONFIG pointing at a database loaded by tests/lua/run.sh.
+-- Prints one line per check and "lua: N passed, M failed".
+
+local avps, logs = {}, {}
+KSR = {
+    pv = { sets = function(name, value) avps[name] = value end },
+    log = function(level, msg) logs[#logs + 1] = level .. " " .. msg end,
+}
+
+local root = arg[1] or "."
+dofile(root .. "/lua/sipguard.lua")
+
+local passed, failed = 0, 0
+local function check(name, got, want)
+    if got == want then
+        passed = passed + 1
+        print("PASS " .. name)
+    else
+        failed = failed + 1
+        print(string.format("FAIL %s: got %q, want %q", name, tostring(got), tostring(want)))
+    end
+end
+
+local function run(fn, arg1)
+    avps = {}
+    local ok, err = pcall(_G[fn], arg1)
+    check(fn .. " raises no Lua error", ok, true)
+    if not ok then print("  " .. tostring(err)) end
+end
+
+run("check_blacklist", "203.0.113.9")
+check("listed address: wb_status", avps["$avp(wb_status)"], "black")
+check("listed address: wb_type", avps["$avp(wb_type)"], "ip")
+
+run("check_blacklist", "198.51.100.200")
+check("address in listed CIDR: wb_status", avps["$avp(wb_status)"], "black")
+
+run("check_blacklist", "[2001:db8::1]")
+check("bracketed IPv6 in listed network: wb_status", avps["$avp(wb_status)"], "black")
+
+run("check_blacklist", "192.0.2.1")
+check("clean address: wb_status empty", avps["$avp(wb_status)"], "")
+check("clean address: wb_type empty", avps["$avp(wb_type)"], "")
+
+run("get_countrycode", "2.20.179.10")
+check("country of a Spanish address", avps["$avp(countryCode)"], "ES")
+run("check_country_blacklist", avps["$avp(countryCode)"])
+check("listed country: wb_status", avps["$avp(wb_status)"], "black")
+check("listed country: wb_type", avps["$avp(wb_type)"], "country")
+
+run("get_countrycode", "3.2.35.60")
+check("nested ranges: outer country past the inner one", avps["$avp(countryCode)"], "DE")
+run("check_country_blacklist", "de")
+check("unlisted country: wb_status empty", avps["$avp(wb_status)"], "")
+run("check_country_blacklist", "")
+check("empty country is never listed", avps["$avp(wb_status)"], "")
+
+run("get_countrycode", "10.1.2.3")
+check("private address has no country", avps["$avp(countryCode)"], "")
+run("get_countrycode", " ::ffff:2.20.179.10 ")
+check("IPv4-mapped IPv6 with spaces", avps["$avp(countryCode)"], "ES")
+
+for _, junk in ipairs({ string.rep("x", 1023), "' OR 1=1 --", "1.2.3.4\0", "\255\254", "" }) do
+    run("check_blacklist", junk)
+    check("junk source answers empty", avps["$avp(wb_status)"], "")
+    run("get_countrycode", junk)
+    check("junk source has no country", avps["$avp(countryCode)"], "")
+end
+run("check_blacklist", nil)
+check("nil source answers empty", avps["$avp(wb_status)"], "")
+
+local bad_lines = 0
+for _, l in ipairs(logs) do
+    if l:find("not an IP address", 1, true) or l:find("too long", 1, true) or l:find("empty address", 1, true) then
+        bad_lines = bad_lines + 1
+    end
+end
+check("bad input is logged, rate-limited to one line", bad_lines, 1)
+
+print(string.format("lua: %d passed, %d failed", passed, failed))
+os.exit(failed == 0 and 0 or 1)
