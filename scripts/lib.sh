@@ -74,7 +74,7 @@ CREATE DATABASE IF NOT EXISTS kamailio;
 CREATE USER IF NOT EXISTS 'sipguard_ro'@'127.0.0.1' IDENTIFIED BY 'ro-secret';
 CREATE USER IF NOT EXISTS 'sipguard_admin'@'127.0.0.1' IDENTIFIED BY 'admin-secret';
 GRANT SELECT ON kamailio.* TO 'sipguard_ro'@'127.0.0.1';
-GRANT ALL ON *.* TO 'sipguard_admin'@'127.0.0.1';
+GRANT ALL ON *.* TO 'sipguard_admin'@'127.0.0.1' WITH GRANT OPTION;
 SQL
     sg_log "MariaDB up on 127.0.0.1:$SG_DB_PORT (datadir $dir/data)"
 }

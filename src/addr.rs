@@ -95,7 +95,13 @@ pub fn printable(s: &str) -> String {
     let mut out: String = s
         .chars()
         .take(KEEP)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     if s.chars().count() > KEEP {
         out.push('…');
@@ -131,7 +137,10 @@ mod tests {
     fn rejects_junk() {
         assert_eq!(parse_source(""), Err(AddrError::Empty));
         assert_eq!(parse_source("   "), Err(AddrError::Empty));
-        assert!(matches!(parse_source(&"x".repeat(1023)), Err(AddrError::TooLong(1023))));
+        assert!(matches!(
+            parse_source(&"x".repeat(1023)),
+            Err(AddrError::TooLong(1023))
+        ));
         for bad in [
             "010.1.1.1",
             "1.2.3",
@@ -152,7 +161,19 @@ mod tests {
 
     #[test]
     fn public_excludes_local_ranges() {
-        for local in ["10.1.2.3", "192.168.1.1", "172.16.0.1", "127.0.0.5", "100.64.0.1", "169.254.1.1", "0.0.0.0", "::1", "fe80::1", "fd00::1", "ff02::1"] {
+        for local in [
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "127.0.0.5",
+            "100.64.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+        ] {
             assert!(!is_public(parse_source(local).unwrap()), "{local}");
         }
         for public in ["8.8.8.8", "2.20.179.10", "2001:4860::1", "100.128.0.1"] {

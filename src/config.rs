@@ -152,7 +152,10 @@ impl Config {
         let opts = mysql_async::Opts::from_url(&self.db_url)
             .map_err(|e| invalid("db_url", format!("not a mysql:// URL: {e}")))?;
         if opts.db_name().is_none() {
-            return Err(invalid("db_url", "names no database (mysql://user:pass@host:port/DB)".into()));
+            return Err(invalid(
+                "db_url",
+                "names no database (mysql://user:pass@host:port/DB)".into(),
+            ));
         }
         for (field, v) in [
             ("query_timeout_ms", self.query_timeout_ms),
@@ -215,12 +218,24 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (r#"{}"#, "db_url"),
-            (r#"{"db_url": "mysql://a@h/db", "query_timeout_ms": "fast"}"#, "query_timeout_ms"),
-            (r#"{"db_url": "mysql://a@h/db", "cache_szie": 5}"#, "cache_szie"),
-            (r#"{"db_url": "mysql://a@h/db", "on_no_data": "maybe"}"#, "on_no_data"),
+            (
+                r#"{"db_url": "mysql://a@h/db", "query_timeout_ms": "fast"}"#,
+                "query_timeout_ms",
+            ),
+            (
+                r#"{"db_url": "mysql://a@h/db", "cache_szie": 5}"#,
+                "cache_szie",
+            ),
+            (
+                r#"{"db_url": "mysql://a@h/db", "on_no_data": "maybe"}"#,
+                "on_no_data",
+            ),
             (r#"{"db_url": "postgres://a@h/db"}"#, "db_url"),
             (r#"{"db_url": "mysql://a@h"}"#, "db_url"),
-            (r#"{"db_url": "mysql://a@h/db", "refresh_secs": 0}"#, "refresh_secs"),
+            (
+                r#"{"db_url": "mysql://a@h/db", "refresh_secs": 0}"#,
+                "refresh_secs",
+            ),
         ];
         for (text, field) in cases {
             let msg = parse(text).unwrap_err().to_string();

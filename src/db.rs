@@ -131,10 +131,13 @@ pub async fn load_lists(conn: &mut Conn, limit: Duration) -> Result<ListTables, 
     })
 }
 
+/// One table's (name, created, updated, rows) as information_schema reports them.
+type MarkerRow = (String, Option<String>, Option<String>, Option<u64>);
+
 /// A cheap fingerprint of the country tables: when it is unchanged, they need no reload.
 /// CREATE_TIME changes when a table is swapped in by RENAME, UPDATE_TIME and TABLE_ROWS on edits.
 pub async fn country_marker(conn: &mut Conn, limit: Duration) -> Result<String, DbError> {
-    let rows: Vec<(String, Option<String>, Option<String>, Option<u64>)> = bounded(
+    let rows: Vec<MarkerRow> = bounded(
         "country marker",
         limit,
         conn.query(
@@ -171,15 +174,17 @@ pub async fn load_countries(
         let mut res = conn
             .query_iter("SELECT ipfrom, ipto, countrycode FROM ipcountry")
             .await?;
-        res.for_each(|row| {
-            match mysql_async::from_row_opt::<(i64, i64, String)>(row) {
-                Ok((s, e, cc)) if (0..=u32::MAX as i64).contains(&s) && (s..=u32::MAX as i64).contains(&e) => {
+        res.for_each(
+            |row| match mysql_async::from_row_opt::<(i64, i64, String)>(row) {
+                Ok((s, e, cc))
+                    if (0..=u32::MAX as i64).contains(&s) && (s..=u32::MAX as i64).contains(&e) =>
+                {
                     b.add_v4(s as u32, e as u32, &cc);
                     stats.rows += 1;
                 }
                 _ => stats.skipped += 1,
-            }
-        })
+            },
+        )
         .await
     };
     match bounded("ipcountry", limit, v4).await {
@@ -191,8 +196,8 @@ pub async fn load_countries(
         let mut res = conn
             .query_iter("SELECT ipfrom, ipto, countrycode FROM ipcountry6")
             .await?;
-        res.for_each(|row| {
-            match mysql_async::from_row_opt::<(Vec<u8>, Vec<u8>, String)>(row) {
+        res.for_each(
+            |row| match mysql_async::from_row_opt::<(Vec<u8>, Vec<u8>, String)>(row) {
                 Ok((s, e, cc)) => match (to_u128(&s), to_u128(&e)) {
                     (Some(s), Some(e)) if s <= e => {
                         b.add_v6(s, e, &cc);
@@ -201,8 +206,8 @@ pub async fn load_countries(
                     _ => stats.skipped += 1,
                 },
                 Err(_) => stats.skipped += 1,
-            }
-        })
+            },
+        )
         .await
     };
     match bounded("ipcountry6", limit, v6).await {

@@ -219,7 +219,12 @@ mod tests {
     #[test]
     fn lists_skip_bad_rows_and_report_them() {
         let (lists, rejected) = Lists::build(
-            &[row(1, "192.0.2.1"), row(2, "not-an-ip"), row(3, "2001:db8::/32"), row(4, "198.51.100.0/24")],
+            &[
+                row(1, "192.0.2.1"),
+                row(2, "not-an-ip"),
+                row(3, "2001:db8::/32"),
+                row(4, "198.51.100.0/24"),
+            ],
             &[row(10, "es"), row(11, "E$"), row(12, " FR ")],
         );
         assert_eq!(lists.sizes(), (3, 2));
@@ -236,29 +241,53 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(check_ip(Some(&lists), ip("2001:db8:5::1"), NoDataPolicy::Allow).kind(), "ip");
-        assert_eq!(check_ip(Some(&lists), ip("192.0.2.2"), NoDataPolicy::Allow), Verdict::Clear);
+        assert_eq!(
+            check_ip(Some(&lists), ip("2001:db8:5::1"), NoDataPolicy::Allow).kind(),
+            "ip"
+        );
+        assert_eq!(
+            check_ip(Some(&lists), ip("192.0.2.2"), NoDataPolicy::Allow),
+            Verdict::Clear
+        );
     }
 
     #[test]
     fn countries_match_case_insensitively_and_empty_never() {
         let (lists, _) = Lists::build(&[], &[row(1, "ES")]);
         for listed in ["ES", "es", " Es "] {
-            assert_eq!(check_country(Some(&lists), listed, NoDataPolicy::Allow).status(), "black");
+            assert_eq!(
+                check_country(Some(&lists), listed, NoDataPolicy::Allow).status(),
+                "black"
+            );
         }
         for clear in ["", "FR", "ESP", "' OR 1=1 --", "E"] {
-            assert_eq!(check_country(Some(&lists), clear, NoDataPolicy::Allow), Verdict::Clear);
+            assert_eq!(
+                check_country(Some(&lists), clear, NoDataPolicy::Allow),
+                Verdict::Clear
+            );
         }
     }
 
     #[test]
     fn policy_applies_only_without_lists() {
         let none: Option<&Lists> = None;
-        assert_eq!(check_ip(none, ip("192.0.2.1"), NoDataPolicy::Allow), Verdict::Clear);
-        assert_eq!(check_ip(none, ip("192.0.2.1"), NoDataPolicy::Block).kind(), "nodata");
-        assert_eq!(check_country(none, "ES", NoDataPolicy::Block).status(), "black");
+        assert_eq!(
+            check_ip(none, ip("192.0.2.1"), NoDataPolicy::Allow),
+            Verdict::Clear
+        );
+        assert_eq!(
+            check_ip(none, ip("192.0.2.1"), NoDataPolicy::Block).kind(),
+            "nodata"
+        );
+        assert_eq!(
+            check_country(none, "ES", NoDataPolicy::Block).status(),
+            "black"
+        );
         let empty = Lists::default();
-        assert_eq!(check_ip(Some(&empty), ip("192.0.2.1"), NoDataPolicy::Block), Verdict::Clear);
+        assert_eq!(
+            check_ip(Some(&empty), ip("192.0.2.1"), NoDataPolicy::Block),
+            Verdict::Clear
+        );
     }
 
     #[test]

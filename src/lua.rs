@@ -86,7 +86,11 @@ fn call<T>(lua: &Lua, name: &str, fallback: T, f: impl FnOnce(&Guard) -> T) -> T
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                emit(lua, "crit", &format!("{name}: internal error ({why}); answering \"\""));
+                emit(
+                    lua,
+                    "crit",
+                    &format!("{name}: internal error ({why}); answering \"\""),
+                );
                 None
             })
         }
@@ -138,7 +142,10 @@ fn sipguard(lua: &Lua) -> LuaResult<LuaTable> {
     t.set("set_logger", lua.create_function(set_logger)?)?;
     t.set("check_blacklist", lua.create_function(check_blacklist)?)?;
     t.set("get_countrycode", lua.create_function(get_countrycode)?)?;
-    t.set("check_country_blacklist", lua.create_function(check_country_blacklist)?)?;
+    t.set(
+        "check_country_blacklist",
+        lua.create_function(check_country_blacklist)?,
+    )?;
     t.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(t)
 }

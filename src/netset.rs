@@ -177,10 +177,26 @@ mod tests {
 
     #[test]
     fn parse_net_normalises() {
-        assert_eq!(parse_net(" 192.0.2.7/24 ").unwrap().to_string(), "192.0.2.0/24");
-        assert_eq!(parse_net("::ffff:192.0.2.0/120").unwrap().to_string(), "192.0.2.0/24");
-        assert_eq!(parse_net("[2001:db8::1]").unwrap().to_string(), "2001:db8::1/128");
-        for bad in ["", "192.0.2.0/33", "192.0.2.0/", "abc", "1.2.3.4/24/1", "010.0.0.0/8"] {
+        assert_eq!(
+            parse_net(" 192.0.2.7/24 ").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
+        assert_eq!(
+            parse_net("::ffff:192.0.2.0/120").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
+        assert_eq!(
+            parse_net("[2001:db8::1]").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        for bad in [
+            "",
+            "192.0.2.0/33",
+            "192.0.2.0/",
+            "abc",
+            "1.2.3.4/24/1",
+            "010.0.0.0/8",
+        ] {
             assert!(parse_net(bad).is_none(), "{bad:?}");
         }
     }

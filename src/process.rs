@@ -44,7 +44,10 @@ impl Data {
 
     /// The country ranges as last loaded, if ever.
     pub fn countries(&self) -> Option<Arc<CountryRanges>> {
-        self.countries.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.countries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces the lists for every later request.
@@ -108,7 +111,10 @@ impl Guard {
             .name("sipguard-db".into())
             .spawn(move || loader::run(cfg, data));
         if let Err(e) = spawned {
-            guard.data.logs.push(Level::Err, format!("cannot start the loader thread: {e}"));
+            guard
+                .data
+                .logs
+                .push(Level::Err, format!("cannot start the loader thread: {e}"));
             guard.data.first_attempt_done();
         }
         guard
@@ -159,7 +165,11 @@ impl Guard {
         self.first_wait(&mut local);
         let plausible = raw.trim().is_empty() || engine::normalize_country(raw).is_some();
         if !plausible {
-            self.log_bad(&mut local, "country", format_args!("not a country code: {:?}", addr::printable(raw)));
+            self.log_bad(
+                &mut local,
+                "country",
+                format_args!("not a country code: {:?}", addr::printable(raw)),
+            );
         }
         drop(local);
         engine::check_country(self.data.lists().as_deref(), raw, self.cfg.on_no_data)
@@ -199,7 +209,11 @@ impl Guard {
             Ok(ip) => ip,
             Err(e) => {
                 let e: AddrError = e;
-                self.log_bad(&mut local, "address", format_args!("{func}: {e}; answering \"\""));
+                self.log_bad(
+                    &mut local,
+                    "address",
+                    format_args!("{func}: {e}; answering \"\""),
+                );
                 return None;
             }
         };
@@ -261,10 +275,14 @@ mod loader {
     }
 
     pub(super) fn run(cfg: Arc<Config>, data: Arc<Data>) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
-                data.logs.push(Level::Err, format!("cannot build the tokio runtime: {e}"));
+                data.logs
+                    .push(Level::Err, format!("cannot build the tokio runtime: {e}"));
                 data.first_attempt_done();
                 return;
             }
@@ -284,7 +302,10 @@ mod loader {
         match result {
             Ok(()) => {
                 if round.healthy == Some(false) {
-                    data.logs.push(Level::Info, "database reachable again, live data restored".into());
+                    data.logs.push(
+                        Level::Info,
+                        "database reachable again, live data restored".into(),
+                    );
                 }
                 round.healthy = Some(true);
             }
@@ -295,11 +316,17 @@ mod loader {
                     let fallback = if data.lists().is_some() {
                         "deciding from the lists loaded before".to_string()
                     } else {
-                        format!("no lists loaded yet, policy on_no_data={:?}", cfg.on_no_data)
+                        format!(
+                            "no lists loaded yet, policy on_no_data={:?}",
+                            cfg.on_no_data
+                        )
                     };
                     data.logs.push(
                         Level::Err,
-                        format!("database unavailable ({e}); {fallback}; retrying every {} s", cfg.refresh_secs),
+                        format!(
+                            "database unavailable ({e}); {fallback}; retrying every {} s",
+                            cfg.refresh_secs
+                        ),
                     );
                 }
                 round.healthy = Some(false);
@@ -310,12 +337,20 @@ mod loader {
     async fn refresh(cfg: &Config, data: &Data, round: &mut Round) -> Result<(), db::DbError> {
         let conn = match round.conn.as_mut() {
             Some(c) => c,
-            None => round.conn.insert(db::connect(&cfg.db_url, cfg.query_timeout()).await?),
+            None => round
+                .conn
+                .insert(db::connect(&cfg.db_url, cfg.query_timeout()).await?),
         };
         let tables = db::load_lists(conn, cfg.query_timeout()).await?;
         for bad in &tables.bad {
             if round.logged_bad.insert((bad.table, -(bad.n as i64))) {
-                data.logs.push(Level::Warn, format!("{}: result row {} has unreadable columns, skipped", bad.table, bad.n));
+                data.logs.push(
+                    Level::Warn,
+                    format!(
+                        "{}: result row {} has unreadable columns, skipped",
+                        bad.table, bad.n
+                    ),
+                );
             }
         }
         let unchanged = round
@@ -326,12 +361,21 @@ mod loader {
             let (lists, rejected) = Lists::build(&tables.black, &tables.countries);
             for r in rejected {
                 if round.logged_bad.insert((r.table, r.id)) {
-                    data.logs.push(Level::Warn, format!("{} id={}: {:?} is not valid, row skipped", r.table, r.id, r.value));
+                    data.logs.push(
+                        Level::Warn,
+                        format!(
+                            "{} id={}: {:?} is not valid, row skipped",
+                            r.table, r.id, r.value
+                        ),
+                    );
                 }
             }
             let (nets, countries) = lists.sizes();
             data.publish_lists(lists);
-            data.logs.push(Level::Info, format!("lists loaded: {nets} addresses/networks, {countries} countries"));
+            data.logs.push(
+                Level::Info,
+                format!("lists loaded: {nets} addresses/networks, {countries} countries"),
+            );
             round.last_lists = Some((tables.black, tables.countries));
         }
 
@@ -371,25 +415,42 @@ mod tests {
     use std::path::Path;
 
     fn guard() -> Arc<Guard> {
-        let cfg = Config::parse(r#"{"db_url":"mysql://u@127.0.0.1:1/db","log_interval_secs":3600}"#, Path::new("t")).unwrap();
+        let cfg = Config::parse(
+            r#"{"db_url":"mysql://u@127.0.0.1:1/db","log_interval_secs":3600}"#,
+            Path::new("t"),
+        )
+        .unwrap();
         let g = Guard::detached(Arc::new(cfg));
         g.data().first_attempt_done();
         g
     }
 
     fn row(id: i64, v: &str) -> ListRow {
-        ListRow { id, value: v.into(), detail: String::new() }
+        ListRow {
+            id,
+            value: v.into(),
+            detail: String::new(),
+        }
     }
 
     #[test]
     fn answers_follow_published_data() {
         let g = guard();
-        assert_eq!(g.check_blacklist("192.0.2.1"), Verdict::Clear, "no data, policy allow");
-        g.data().publish_lists(Lists::build(&[row(1, "192.0.2.0/24")], &[row(2, "ES")]).0);
+        assert_eq!(
+            g.check_blacklist("192.0.2.1"),
+            Verdict::Clear,
+            "no data, policy allow"
+        );
+        g.data()
+            .publish_lists(Lists::build(&[row(1, "192.0.2.0/24")], &[row(2, "ES")]).0);
         assert_eq!(g.check_blacklist("192.0.2.1").status(), "black");
         assert_eq!(g.check_blacklist("[::ffff:192.0.2.1]").status(), "black");
         let mut b = CountryRangesBuilder::default();
-        b.add_v4(u32::from(std::net::Ipv4Addr::new(2, 20, 179, 0)), u32::from(std::net::Ipv4Addr::new(2, 20, 179, 255)), "es");
+        b.add_v4(
+            u32::from(std::net::Ipv4Addr::new(2, 20, 179, 0)),
+            u32::from(std::net::Ipv4Addr::new(2, 20, 179, 255)),
+            "es",
+        );
         g.data().publish_countries(b.build());
         assert_eq!(&*g.country_code("2.20.179.9"), "ES");
         assert_eq!(g.check_country("ES").status(), "black");

@@ -220,7 +220,10 @@ mod tests {
 
     #[test]
     fn disjoint_ranges_and_gaps() {
-        let t = table(&[("1.0.0.0", "1.0.0.255", "AU"), ("1.0.1.0", "1.0.3.255", "cn")]);
+        let t = table(&[
+            ("1.0.0.0", "1.0.0.255", "AU"),
+            ("1.0.1.0", "1.0.3.255", "cn"),
+        ]);
         assert_eq!(cc(&t, "1.0.0.0"), Some("AU"));
         assert_eq!(cc(&t, "1.0.0.255"), Some("AU"));
         assert_eq!(cc(&t, "1.0.2.9"), Some("CN"));
@@ -251,7 +254,10 @@ mod tests {
 
     #[test]
     fn partial_overlap_goes_to_the_narrower_range() {
-        let t = table(&[("1.0.0.0", "1.0.0.100", "AA"), ("1.0.0.50", "1.0.0.200", "BB")]);
+        let t = table(&[
+            ("1.0.0.0", "1.0.0.100", "AA"),
+            ("1.0.0.50", "1.0.0.200", "BB"),
+        ]);
         assert_eq!(cc(&t, "1.0.0.49"), Some("AA"));
         assert_eq!(cc(&t, "1.0.0.60"), Some("AA"));
         assert_eq!(cc(&t, "1.0.0.101"), Some("BB"));
@@ -271,12 +277,19 @@ mod tests {
         assert_eq!(cc(&t, "255.255.255.255"), Some("TOP"));
         assert_eq!(cc(&t, "2001:db8:1::1"), Some("DB"));
         assert_eq!(cc(&t, "2001:db9::1"), Some("V6"));
-        assert_eq!(cc(&t, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), Some("V6"));
+        assert_eq!(
+            cc(&t, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            Some("V6")
+        );
     }
 
     #[test]
     fn touching_segments_of_one_country_merge() {
-        let s = Segments::build([(v4("1.0.0.0"), v4("1.0.0.255"), 0), (v4("1.0.1.0"), v4("1.0.1.255"), 0), (v4("1.0.2.0"), v4("1.0.2.0"), 1)]);
+        let s = Segments::build([
+            (v4("1.0.0.0"), v4("1.0.0.255"), 0),
+            (v4("1.0.1.0"), v4("1.0.1.255"), 0),
+            (v4("1.0.2.0"), v4("1.0.2.0"), 1),
+        ]);
         assert_eq!(s.len(), 2);
         assert_eq!(s.lookup(v4("1.0.1.9")), Some(0));
         assert_eq!(s.lookup(v4("1.0.2.0")), Some(1));

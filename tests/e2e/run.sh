@@ -126,5 +126,19 @@ else
     fail "connection reuse" "sipp rc=$bulk_rc, $opened new connections during 400 requests"
 fi
 
+# A broken config must stop Kamailio at start, with a message naming the field.
+mkdir -p "$E2E_DIR/broken"
+printf '{"db_url": "%s", "cache_size": "big"}' "$(sg_ro_url)" >"$E2E_DIR/broken/sipguard.json"
+saved_port=$SG_SIP_PORT
+if sg_kamailio_start "$E2E_DIR/broken" "$SG_ROOT/tests/e2e/kamailio-test.cfg" 2>/dev/null; then
+    sg_kamailio_stop "$E2E_DIR/broken"
+    fail "broken config stops Kamailio at start" "Kamailio started"
+elif grep -q 'field `cache_size`' "$E2E_DIR/broken/kamailio.log"; then
+    pass "broken config stops Kamailio at start, naming the field"
+else
+    fail "broken config stops Kamailio at start" "no message naming cache_size: $(grep -m2 -i error "$E2E_DIR/broken/kamailio.log")"
+fi
+SG_SIP_PORT=$saved_port
+
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,260 @@
+//! The module against a real MariaDB: schema migration, loading, decisions, connection reuse,
+//! deadlines and the no-data policy. Started by scripts/test (see tests/common).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use sipguard::config::Config;
+use sipguard::engine::Verdict;
+use sipguard::process::Guard;
+
+fn config(db_url: &str, extra: &str) -> Arc<Config> {
+    let text =
+        format!(r#"{{"db_url": "{db_url}", "query_timeout_ms": 500, "refresh_secs": 1 {extra}}}"#);
+    Arc::new(Config::parse(&text, Path::new("test.json")).unwrap())
+}
+
+/// Polls `f` until it holds or `limit` passes; returns whether it held.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+#[test]
+fn schema_applies_to_empty_and_to_post_style_databases_keeping_data() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    common::rt().block_on(async {
+        // Empty database, twice (idempotent).
+        let url = common::fresh_db(&admin, "sgt_schema_empty").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        common::apply_schema(&mut c).await;
+        let tables: Vec<String> = c.query("SHOW TABLES").await.unwrap();
+        for t in ["black_list", "black_list_country", "ipcountry", "ipcountry6"] {
+            assert!(tables.iter().any(|x| x == t), "{t} missing from {tables:?}");
+        }
+
+        // The post's exact DDL (MyISAM, varchar(32)), with data, then our schema.
+        let url = common::fresh_db(&admin, "sgt_schema_post").await;
+        let mut c = common::connect(&url).await;
+        c.query_drop(
+            "CREATE TABLE IF NOT EXISTS `black_list` (`id` int(11) NOT NULL AUTO_INCREMENT, \
+             `ip` varchar(32) COLLATE utf8_spanish_ci NOT NULL, `detail` varchar(255) COLLATE utf8_spanish_ci NOT NULL, \
+             PRIMARY KEY (`id`)) ENGINE=MyISAM DEFAULT CHARSET=utf8 COLLATE=utf8_spanish_ci AUTO_INCREMENT=42;
+             CREATE TABLE IF NOT EXISTS `black_list_country` (`id` int(11) NOT NULL AUTO_INCREMENT, \
+             `country` varchar(5) COLLATE utf8_spanish_ci NOT NULL, `detail` varchar(255) COLLATE utf8_spanish_ci NOT NULL, \
+             PRIMARY KEY (`id`)) ENGINE=MyISAM DEFAULT CHARSET=utf8 COLLATE=utf8_spanish_ci AUTO_INCREMENT=42;
+             CREATE TABLE IF NOT EXISTS `ipcountry` (`ipstart` varchar(20) NOT NULL, `ipend` varchar(20) NOT NULL, \
+             `countrycode` varchar(5) NOT NULL, `ipfrom` bigint(11) NOT NULL, `ipto` bigint(11) NOT NULL, \
+             KEY `ipstart` (`ipstart`,`ipend`)) ENGINE=MyISAM DEFAULT CHARSET=latin1;
+             INSERT INTO black_list (ip, detail) VALUES ('203.0.113.9', 'señal');
+             INSERT INTO black_list_country (country, detail) VALUES ('ES', 'x');
+             INSERT INTO ipcountry VALUES ('2.20.179.0', '2.20.179.255', 'ES', 0, 0);
+             UPDATE ipcountry SET ipfrom = INET_ATON(ipstart);
+             UPDATE ipcountry SET ipto = INET_ATON(ipend);",
+        )
+        .await
+        .unwrap();
+        common::apply_schema(&mut c).await;
+        common::apply_schema(&mut c).await;
+        let rows: Vec<(i64, String, String)> = c.query("SELECT id, ip, detail FROM black_list").await.unwrap();
+        assert_eq!(rows, vec![(42, "203.0.113.9".to_string(), "señal".to_string())]);
+        let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM ipcountry WHERE ipfrom = 34910976").await.unwrap();
+        assert_eq!(n, Some(1));
+        let width: Option<u64> = c
+            .query_first(
+                "SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'black_list' AND COLUMN_NAME = 'ip'",
+            )
+            .await
+            .unwrap();
+        assert_eq!(width, Some(64), "black_list.ip widened for IPv6 networks");
+        c.query_drop("INSERT INTO black_list (ip, detail) VALUES ('2001:db8:85a3:1234:5678:8a2e:370:7334/128', 'long')")
+            .await
+            .unwrap();
+        let idx: Vec<String> = c
+            .query("SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'ipcountry'")
+            .await
+            .unwrap();
+        assert!(idx.iter().any(|i| i == "ipfrom_ipto"), "{idx:?}");
+
+        // The module reads that database as it is.
+        let g = Guard::start(config(&url, ""));
+        assert!(eventually(Duration::from_secs(5), || g.check_blacklist("203.0.113.9").status() == "black"));
+        assert!(eventually(Duration::from_secs(5), || &*g.country_code("2.20.179.77") == "ES"));
+        let logs: Vec<String> = g.take_logs().into_iter().map(|l| l.1).collect();
+        assert!(logs.iter().any(|l| l.contains("lists loaded")), "{logs:?}");
+    });
+}
+
+#[test]
+fn decisions_from_real_data_and_connection_reuse() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let (url, ro_url) = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_decisions").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        assert!(common::load_country_slice(&mut c).await > 9000);
+        c.query_drop(
+            "INSERT INTO black_list (ip, detail) VALUES ('203.0.113.9', 'a'), ('198.51.100.0/24', 'b'), \
+             ('2001:db8::/32', 'c'), ('bogus', 'd'), (' 192.0.2.1 ', 'spaces');
+             INSERT INTO black_list_country (country, detail) VALUES ('es', 'e');",
+        )
+        .await
+        .unwrap();
+        let ro_url = common::read_only_user(&admin, "sgt_decisions", "sgt_ro").await;
+        (url, ro_url)
+    });
+
+    // The module runs as a SELECT-only user, as documented for production.
+    let g = Guard::start(config(&ro_url, ""));
+    // The first request waits (bounded) for the first load, so it already sees the data.
+    assert_eq!(g.check_blacklist("203.0.113.9").kind(), "ip");
+    assert!(eventually(Duration::from_secs(5), || &*g
+        .country_code("2.20.179.10")
+        == "ES"));
+    assert_eq!(g.check_blacklist("198.51.100.1").status(), "black");
+    assert_eq!(g.check_blacklist("2001:db8:1::1").status(), "black");
+    assert_eq!(
+        g.check_blacklist("192.0.2.1").status(),
+        "black",
+        "cell with spaces"
+    );
+    assert_eq!(g.check_blacklist("192.0.2.2"), Verdict::Clear);
+    assert_eq!(g.check_country("ES").kind(), "country");
+    assert_eq!(g.check_country("FR"), Verdict::Clear);
+    assert_eq!(
+        &*g.country_code("3.2.35.60"),
+        "DE",
+        "outer range past nested ones"
+    );
+    assert_eq!(&*g.country_code("3.2.35.44"), "TR", "nested range");
+    assert_eq!(&*g.country_code("3.2.35.50"), "GR", "second nested range");
+    assert_eq!(&*g.country_code("2a00:1450::1"), "IE");
+    assert_eq!(&*g.country_code("192.168.1.1"), "");
+    let logs: Vec<String> = g.take_logs().into_iter().map(|l| l.1).collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("black_list id=4: \"bogus\" is not valid")),
+        "{logs:?}"
+    );
+
+    // Thousands of lookups and several refresh rounds must not open connections.
+    let before = rt.block_on(common::connections_of(&admin, "sgt_ro"));
+    assert!(before >= 1, "the loader connected as sgt_ro");
+    for i in 0..5000u32 {
+        let ip = format!("3.{}.{}.{}", i % 250, (i / 250) % 250, i % 200 + 1);
+        let _ = g.check_blacklist(&ip);
+        let _ = g.country_code(&ip);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = rt.block_on(common::connections_of(&admin, "sgt_ro"));
+    assert_eq!(
+        after, before,
+        "10,000 lookups and 2 refresh rounds opened no connection"
+    );
+
+    // A change in the table reaches the worker within the refresh interval, bad rows logged once.
+    rt.block_on(async {
+        let mut c = common::connect(&url).await;
+        c.query_drop("INSERT INTO black_list (ip, detail) VALUES ('192.0.2.2', 'added later')")
+            .await
+            .unwrap();
+        c.query_drop("DELETE FROM black_list WHERE ip = '203.0.113.9'")
+            .await
+            .unwrap();
+    });
+    assert!(eventually(Duration::from_secs(4), || g
+        .check_blacklist("192.0.2.2")
+        .status()
+        == "black"));
+    assert_eq!(g.check_blacklist("203.0.113.9"), Verdict::Clear);
+    let logs: Vec<String> = g.take_logs().into_iter().map(|l| l.1).collect();
+    assert!(
+        !logs.iter().any(|l| l.contains("bogus")),
+        "bad row logged once only: {logs:?}"
+    );
+}
+
+/// A TCP server that accepts connections and never answers: a hung database.
+fn black_hole() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().take(8) {
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    (port, h)
+}
+
+#[test]
+fn hung_database_costs_a_request_at_most_the_deadline_then_policy_applies() {
+    let (port, _h) = black_hole();
+    let url = format!("mysql://u:p@127.0.0.1:{port}/db");
+    for (policy, status, kind) in [("allow", "", ""), ("block", "black", "nodata")] {
+        let g = Guard::start(config(&url, &format!(r#", "on_no_data": "{policy}""#)));
+        let t = Instant::now();
+        let v = g.check_blacklist("192.0.2.1");
+        let waited = t.elapsed();
+        assert!(
+            waited < Duration::from_millis(900),
+            "first request waited {waited:?}"
+        );
+        assert_eq!((v.status(), v.kind()), (status, kind), "policy {policy}");
+        let t = Instant::now();
+        for _ in 0..100 {
+            let _ = g.check_blacklist("192.0.2.1");
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "later requests never wait: {:?}",
+            t.elapsed()
+        );
+        assert!(eventually(Duration::from_secs(3), || {
+            g.take_logs().iter().any(|(_, m)| {
+                m.contains("database unavailable") && m.contains("no answer within 500 ms")
+            })
+        }));
+    }
+}
+
+#[test]
+fn refused_database_is_reported_without_waiting() {
+    // A port nobody listens on: connect fails at once, the first request does not wait the deadline.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let g = Guard::start(config(&format!("mysql://u:p@127.0.0.1:{port}/db"), ""));
+    let t = Instant::now();
+    assert_eq!(g.check_blacklist("192.0.2.1"), Verdict::Clear);
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(eventually(Duration::from_secs(2), || g
+        .take_logs()
+        .iter()
+        .any(|(_, m)| m.contains("database unavailable"))));
+}
