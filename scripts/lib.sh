@@ -188,3 +188,25 @@ sg_kamailio_stop() {
     kill -9 "$pid" 2>/dev/null || true
     pkill -9 -f "kamailio -DD -E -f $dir/" 2>/dev/null || true
 }
+
+# sg_options DIR SRC XSRC USER [UA]: one OPTIONS to the Kamailio started by sg_kamailio_start,
+# from loopback address SRC, with "X-Src: XSRC" (the simulated source) when XSRC is not empty.
+# Returns 0 when a 200 came back; sipp's output is left in DIR/sipp.out.
+sg_options() {
+    local dir="$1" src="$2" xsrc="$3" user="$4" ua="${5:-sipguard-test}" hdr=""
+    [ -n "$xsrc" ] && hdr="X-Src: $xsrc"
+    printf 'SEQUENTIAL\n%s;%s;%s;\n' "$hdr" "$user" "$ua" >"$dir/call.csv"
+    timeout 20 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$dir/call.csv" \
+        -i "$src" -p "$(sg_free_port)" -m 1 -nostdin -timeout 5 >"$dir/sipp.out" 2>&1
+}
+
+# sg_wait_log LOG NEEDLE REGEX: waits up to 2 s for a line of LOG containing NEEDLE (fixed
+# string) and matching REGEX; prints it.
+sg_wait_log() {
+    local log="$1" needle="$2" re="$3" line
+    for _ in $(seq 1 20); do
+        line=$(grep -F -- "$needle" "$log" | grep -E -m1 -- "$re") && { echo "$line"; return 0; }
+        sleep 0.1
+    done
+    return 1
+}

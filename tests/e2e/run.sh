@@ -40,25 +40,8 @@ pass "kamailio starts with lua/sipguard.lua"
 LOG="$E2E_DIR/kam/kamailio.log"
 CTL="unix:$E2E_DIR/kam/kamailio_ctl"
 
-# send SRC_IP XSRC USER: one OPTIONS from SRC_IP (X-Src header only when XSRC is not empty).
-# Returns sipp's status: 0 when a 200 came back.
-send() {
-    local src="$1" xsrc="$2" user="$3" csv="$E2E_DIR/call.csv"
-    local hdr=""; [ -n "$xsrc" ] && hdr="X-Src: $xsrc"
-    printf 'SEQUENTIAL\n%s;%s;sipguard-e2e;\n' "$hdr" "$user" >"$csv"
-    timeout 20 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$csv" \
-        -i "$src" -p "$(sg_free_port)" -m 1 -nostdin -timeout 5 >"$E2E_DIR/sipp.out" 2>&1
-}
-
-# log_has USER REGEX: the Kamailio log has a line for this request's From user matching REGEX.
-log_has() {
-    local i
-    for i in $(seq 1 20); do
-        grep -E -- "$2" "$LOG" | grep -q -- "$1" && return 0
-        sleep 0.1
-    done
-    return 1
-}
+send() { sg_options "$E2E_DIR" "$@"; }
+log_has() { sg_wait_log "$LOG" "$1" "$2" >/dev/null; }
 
 banned() { kamcmd -s "$CTL" htable.get ipban "$1" 2>/dev/null | grep -q 'value: 1'; }
 
