@@ -107,6 +107,9 @@ impl<K: RangeKey> Segments<K> {
             out.ends.push(e);
             out.codes.push(code);
         }
+        out.starts.shrink_to_fit();
+        out.ends.shrink_to_fit();
+        out.codes.shrink_to_fit();
         out
     }
 
