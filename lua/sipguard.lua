@@ -41,3 +41,19 @@ function check_country_blacklist(country)
     sets("$avp(wb_status)", status)
     sets("$avp(wb_type)", kind)
 end
+
+-- sipguard's own checks, same AVPs --------------------------------------------------------
+
+-- check users blacklisted: "black" when the SIP user name ($au, $fU) is in black_list_user
+function check_user_blacklist(user)
+    local status, kind = sipguard.check_user_blacklist(user)
+    sets("$avp(wb_status)", status)
+    sets("$avp(wb_type)", kind)
+end
+
+-- check scanner User-Agents: "black" when $ua contains a scanner pattern (config or black_list_ua)
+function check_user_agent(ua)
+    local status, kind = sipguard.check_user_agent(ua)
+    sets("$avp(wb_status)", status)
+    sets("$avp(wb_type)", kind)
+end

@@ -50,6 +50,10 @@ pub struct Config {
     /// Minimum interval between two log lines about the same kind of bad input.
     #[serde(default = "defaults::log_interval_secs")]
     pub log_interval_secs: u64,
+    /// Scanner User-Agent substrings (case-insensitive) for `check_user_agent`, in addition to
+    /// the rows of `black_list_ua`. They apply even while the database is unreachable.
+    #[serde(default = "defaults::scanner_user_agents")]
+    pub scanner_user_agents: Vec<String>,
 }
 
 mod defaults {
@@ -77,6 +81,12 @@ mod defaults {
     }
     pub fn log_interval_secs() -> u64 {
         10
+    }
+    pub fn scanner_user_agents() -> Vec<String> {
+        crate::uamatch::DEFAULT_PATTERNS
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
     }
 }
 
@@ -212,6 +222,10 @@ mod tests {
         assert_eq!(c.cache_size, 10_000);
         assert_eq!(c.on_no_data, NoDataPolicy::Allow);
         assert!(c.country);
+        assert!(c
+            .scanner_user_agents
+            .iter()
+            .any(|p| p == "friendly-scanner"));
     }
 
     #[test]

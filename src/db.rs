@@ -11,7 +11,7 @@ use mysql_async::{Conn, Opts, Row};
 use thiserror::Error;
 use tokio::time::timeout;
 
-use crate::engine::ListRow;
+use crate::engine::{ListRow, ListRows};
 use crate::ranges::{CountryRanges, CountryRangesBuilder};
 
 /// Why a database call gave no answer.
@@ -95,40 +95,57 @@ async fn list_rows(
     Ok(out)
 }
 
-/// Raw rows of `black_list` and `black_list_country`, in id order (lowest id wins duplicates).
+/// What one read of the list tables produced.
 pub struct ListTables {
-    /// `black_list` rows.
-    pub black: Vec<ListRow>,
-    /// `black_list_country` rows.
-    pub countries: Vec<ListRow>,
+    /// Rows of every list table, in id order (the lowest id wins duplicates).
+    pub rows: ListRows,
     /// Rows the driver could not convert.
     pub bad: Vec<BadRow>,
+    /// List tables that do not exist (a post-style database without sipguard's tables): read
+    /// as empty, so the post's two tables keep working on their own.
+    pub missing: Vec<&'static str>,
 }
 
-/// Reads both list tables; each query under `limit`.
+/// Reads every list table; each query under `limit`.
 pub async fn load_lists(conn: &mut Conn, limit: Duration) -> Result<ListTables, DbError> {
     let mut bad = Vec::new();
-    let black = list_rows(
-        conn,
-        "black_list",
-        "SELECT id, ip, detail FROM black_list ORDER BY id",
-        limit,
-        &mut bad,
-    )
-    .await?;
-    let countries = list_rows(
-        conn,
-        "black_list_country",
-        "SELECT id, country, detail FROM black_list_country ORDER BY id",
-        limit,
-        &mut bad,
-    )
-    .await?;
-    Ok(ListTables {
-        black,
-        countries,
-        bad,
-    })
+    let mut missing = Vec::new();
+    let mut rows = ListRows::default();
+    let tables: [(&'static str, &'static str, &mut Vec<ListRow>); 5] = [
+        (
+            "black_list",
+            "SELECT id, ip, detail FROM black_list ORDER BY id",
+            &mut rows.black,
+        ),
+        (
+            "white_list",
+            "SELECT id, ip, detail FROM white_list ORDER BY id",
+            &mut rows.white,
+        ),
+        (
+            "black_list_country",
+            "SELECT id, country, detail FROM black_list_country ORDER BY id",
+            &mut rows.countries,
+        ),
+        (
+            "black_list_user",
+            "SELECT id, username, detail FROM black_list_user ORDER BY id",
+            &mut rows.users,
+        ),
+        (
+            "black_list_ua",
+            "SELECT id, pattern, detail FROM black_list_ua ORDER BY id",
+            &mut rows.user_agents,
+        ),
+    ];
+    for (table, sql, out) in tables {
+        match list_rows(conn, table, sql, limit, &mut bad).await {
+            Ok(r) => *out = r,
+            Err(e) if e.is_missing_table() => missing.push(table),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ListTables { rows, bad, missing })
 }
 
 /// One table's (name, created, updated, rows) as information_schema reports them.

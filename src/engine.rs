@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use crate::addr;
 use crate::netset::{parse_net, NetSet};
 use crate::ranges::CountryRanges;
+use crate::uamatch::{UaMatcher, UaPattern};
 
 /// One row of a list table as stored: the engine validates `value` itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,48 +47,106 @@ pub struct Rejected {
     pub value: String,
 }
 
+/// Every list table's rows, as read: the engine validates the values itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListRows {
+    /// `black_list`: addresses and networks.
+    pub black: Vec<ListRow>,
+    /// `white_list`: addresses and networks exempt from every check.
+    pub white: Vec<ListRow>,
+    /// `black_list_country`: ISO codes.
+    pub countries: Vec<ListRow>,
+    /// `black_list_user`: SIP user names (`$au`, `$fU`).
+    pub users: Vec<ListRow>,
+    /// `black_list_ua`: User-Agent substrings.
+    pub user_agents: Vec<ListRow>,
+}
+
 /// The lists, loaded whole: they are small (thousands of rows), so matching in memory beats a
 /// query per source and keeps deciding while the database is away.
 #[derive(Debug, Clone, Default)]
 pub struct Lists {
     black: NetSet<ListHit>,
+    white: NetSet<ListHit>,
     countries: HashMap<String, i64>,
+    users: HashMap<String, i64>,
+    user_agents: UaMatcher,
+}
+
+fn build_netset(
+    rows: &[ListRow],
+    table: &'static str,
+    rejected: &mut Vec<Rejected>,
+) -> NetSet<ListHit> {
+    let mut set = NetSet::new();
+    for row in rows {
+        match parse_net(&row.value) {
+            Some(net) => set.insert(
+                net,
+                ListHit {
+                    id: row.id,
+                    net,
+                    detail: row.detail.as_str().into(),
+                },
+            ),
+            None => rejected.push(Rejected::of(table, row)),
+        }
+    }
+    set
+}
+
+impl Rejected {
+    fn of(table: &'static str, row: &ListRow) -> Rejected {
+        Rejected {
+            table,
+            id: row.id,
+            value: addr::printable(&row.value),
+        }
+    }
 }
 
 impl Lists {
-    /// Builds the lists from table rows, returning the rows that do not parse.
-    pub fn build(black_rows: &[ListRow], country_rows: &[ListRow]) -> (Lists, Vec<Rejected>) {
-        let mut lists = Lists::default();
+    /// Builds the lists from table rows plus the config's scanner patterns, returning the rows
+    /// that cannot be used (so the caller can log each once, with its id).
+    pub fn build(rows: &ListRows, default_user_agents: &[String]) -> (Lists, Vec<Rejected>) {
         let mut rejected = Vec::new();
-        for row in black_rows {
-            match parse_net(&row.value) {
-                Some(net) => lists.black.insert(
-                    net,
-                    ListHit {
-                        id: row.id,
-                        net,
-                        detail: row.detail.as_str().into(),
-                    },
-                ),
-                None => rejected.push(Rejected {
-                    table: "black_list",
-                    id: row.id,
-                    value: addr::printable(&row.value),
-                }),
-            }
-        }
-        for row in country_rows {
+        let black = build_netset(&rows.black, "black_list", &mut rejected);
+        let white = build_netset(&rows.white, "white_list", &mut rejected);
+        let mut countries = HashMap::new();
+        for row in &rows.countries {
             match normalize_country(&row.value) {
                 Some(cc) => {
-                    lists.countries.entry(cc).or_insert(row.id);
+                    countries.entry(cc).or_insert(row.id);
                 }
-                None => rejected.push(Rejected {
-                    table: "black_list_country",
+                None => rejected.push(Rejected::of("black_list_country", row)),
+            }
+        }
+        let mut users = HashMap::new();
+        for row in &rows.users {
+            match normalize_user(&row.value) {
+                Some(u) => {
+                    users.entry(u.to_string()).or_insert(row.id);
+                }
+                None => rejected.push(Rejected::of("black_list_user", row)),
+            }
+        }
+        let mut patterns = default_ua_patterns(default_user_agents);
+        for row in &rows.user_agents {
+            match row.value.trim() {
+                "" => rejected.push(Rejected::of("black_list_ua", row)),
+                p => patterns.push(UaPattern {
                     id: row.id,
-                    value: addr::printable(&row.value),
+                    pattern: p.to_string(),
                 }),
             }
         }
+        let lists = Lists {
+            black,
+            white,
+            countries,
+            users,
+            user_agents: UaMatcher::new(patterns),
+        };
         (lists, rejected)
     }
 
@@ -96,15 +155,61 @@ impl Lists {
         self.black.lookup(ip)
     }
 
+    /// The most specific `white_list` row containing `ip`.
+    pub fn white_hit(&self, ip: IpAddr) -> Option<&ListHit> {
+        self.white.lookup(ip)
+    }
+
     /// True if `country` is in `black_list_country` (case-insensitive; `""` never is).
     pub fn country_listed(&self, country: &str) -> bool {
         normalize_country(country).is_some_and(|cc| self.countries.contains_key(&cc))
     }
 
-    /// Entries held: (addresses and networks, countries).
+    /// True if `user` is in `black_list_user` (exact, as SIP user parts are case-sensitive).
+    pub fn user_listed(&self, user: &str) -> bool {
+        normalize_user(user).is_some_and(|u| self.users.contains_key(u))
+    }
+
+    /// The scanner pattern found in `ua`, from the config or `black_list_ua`.
+    pub fn user_agent_hit(&self, ua: &str) -> Option<&UaPattern> {
+        self.user_agents.find(ua)
+    }
+
+    /// Entries held, for the log line after each load.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} black addresses/networks, {} white, {} countries, {} users, {} User-Agent patterns",
+            self.black.len(),
+            self.white.len(),
+            self.countries.len(),
+            self.users.len(),
+            self.user_agents.len()
+        )
+    }
+
+    /// Entries held: (black addresses and networks, countries).
     pub fn sizes(&self) -> (usize, usize) {
         (self.black.len(), self.countries.len())
     }
+}
+
+/// Scanner patterns from the config, as list entries with id 0.
+pub fn default_ua_patterns(patterns: &[String]) -> Vec<UaPattern> {
+    patterns
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| UaPattern {
+            id: 0,
+            pattern: p.to_string(),
+        })
+        .collect()
+}
+
+/// A user name as matched: trimmed, non-empty, at most 128 bytes (longer is junk, not a user).
+fn normalize_user(raw: &str) -> Option<&str> {
+    let u = raw.trim();
+    (!u.is_empty() && u.len() <= 128).then_some(u)
 }
 
 /// An ISO 3166 alpha-2 code (the data also has a few 3-letter pseudo codes), upper-cased.
@@ -124,11 +229,13 @@ pub enum NoDataPolicy {
     Block,
 }
 
-/// The answer to `check_blacklist` / `check_country_blacklist`, as the cfg reads it.
+/// The answer to the `check_*` functions, as the cfg reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Not listed (or not decidable): `$avp(wb_status)` = `""`.
     Clear,
+    /// In `white_list`: `$avp(wb_status)` = `"white"`; the cfg skips every other check.
+    White(ListHit),
     /// Listed: `$avp(wb_status)` = `"black"`, `$avp(wb_type)` = the kind that matched.
     Black(BlackKind),
 }
@@ -140,6 +247,10 @@ pub enum BlackKind {
     Ip(ListHit),
     /// A `black_list_country` code.
     Country,
+    /// A `black_list_user` name.
+    User,
+    /// A scanner User-Agent pattern.
+    Ua(UaPattern),
     /// No lists were ever loaded and the policy is `block`.
     NoData,
 }
@@ -149,6 +260,7 @@ impl Verdict {
     pub fn status(&self) -> &'static str {
         match self {
             Verdict::Clear => "",
+            Verdict::White(_) => "white",
             Verdict::Black(_) => "black",
         }
     }
@@ -157,21 +269,49 @@ impl Verdict {
     pub fn kind(&self) -> &'static str {
         match self {
             Verdict::Clear => "",
-            Verdict::Black(BlackKind::Ip(_)) => "ip",
+            Verdict::White(_) | Verdict::Black(BlackKind::Ip(_)) => "ip",
             Verdict::Black(BlackKind::Country) => "country",
+            Verdict::Black(BlackKind::User) => "user",
+            Verdict::Black(BlackKind::Ua(_)) => "ua",
             Verdict::Black(BlackKind::NoData) => "nodata",
         }
     }
 }
 
-/// `check_blacklist`: is this source address listed?
+/// `check_blacklist`: is this source allow-listed, or listed? The allow-list wins, so a
+/// carrier inside a blocked network keeps working.
 pub fn check_ip(lists: Option<&Lists>, ip: IpAddr, policy: NoDataPolicy) -> Verdict {
+    let Some(l) = lists else {
+        return no_data(policy);
+    };
+    if let Some(hit) = l.white_hit(ip) {
+        return Verdict::White(hit.clone());
+    }
+    match l.black_hit(ip) {
+        Some(hit) => Verdict::Black(BlackKind::Ip(hit.clone())),
+        None => Verdict::Clear,
+    }
+}
+
+/// `check_user_blacklist`: is this SIP user name listed?
+pub fn check_user(lists: Option<&Lists>, user: &str, policy: NoDataPolicy) -> Verdict {
     match lists {
         None => no_data(policy),
-        Some(l) => match l.black_hit(ip) {
-            Some(hit) => Verdict::Black(BlackKind::Ip(hit.clone())),
-            None => Verdict::Clear,
-        },
+        Some(l) if l.user_listed(user) => Verdict::Black(BlackKind::User),
+        Some(_) => Verdict::Clear,
+    }
+}
+
+/// `check_user_agent`: does the User-Agent contain a scanner pattern? Without loaded lists the
+/// config's patterns still apply: they need no database.
+pub fn check_user_agent(lists: Option<&Lists>, defaults: &UaMatcher, ua: &str) -> Verdict {
+    let hit = match lists {
+        Some(l) => l.user_agent_hit(ua),
+        None => defaults.find(ua),
+    };
+    match hit {
+        Some(p) => Verdict::Black(BlackKind::Ua(p.clone())),
+        None => Verdict::Clear,
     }
 }
 
@@ -216,9 +356,18 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn lists_of(black: &[ListRow], countries: &[ListRow]) -> (Lists, Vec<Rejected>) {
+        let rows = ListRows {
+            black: black.to_vec(),
+            countries: countries.to_vec(),
+            ..ListRows::default()
+        };
+        Lists::build(&rows, &[])
+    }
+
     #[test]
     fn lists_skip_bad_rows_and_report_them() {
-        let (lists, rejected) = Lists::build(
+        let (lists, rejected) = lists_of(
             &[
                 row(1, "192.0.2.1"),
                 row(2, "not-an-ip"),
@@ -253,7 +402,7 @@ mod tests {
 
     #[test]
     fn countries_match_case_insensitively_and_empty_never() {
-        let (lists, _) = Lists::build(&[], &[row(1, "ES")]);
+        let (lists, _) = lists_of(&[], &[row(1, "ES")]);
         for listed in ["ES", "es", " Es "] {
             assert_eq!(
                 check_country(Some(&lists), listed, NoDataPolicy::Allow).status(),
@@ -287,6 +436,73 @@ mod tests {
         assert_eq!(
             check_ip(Some(&empty), ip("192.0.2.1"), NoDataPolicy::Block),
             Verdict::Clear
+        );
+    }
+
+    #[test]
+    fn white_list_wins_over_black_list() {
+        let rows = ListRows {
+            black: vec![row(1, "198.51.100.0/24")],
+            white: vec![row(2, "198.51.100.7"), row(3, "bad/99")],
+            ..ListRows::default()
+        };
+        let (l, rejected) = Lists::build(&rows, &[]);
+        assert_eq!(
+            rejected.iter().map(|r| (r.table, r.id)).collect::<Vec<_>>(),
+            vec![("white_list", 3)]
+        );
+        let v = check_ip(Some(&l), ip("198.51.100.7"), NoDataPolicy::Block);
+        assert_eq!((v.status(), v.kind()), ("white", "ip"));
+        assert_eq!(
+            check_ip(Some(&l), ip("198.51.100.8"), NoDataPolicy::Allow).status(),
+            "black"
+        );
+    }
+
+    #[test]
+    fn users_and_user_agents() {
+        let rows = ListRows {
+            users: vec![row(1, "1000"), row(2, " admin "), row(3, "  ")],
+            user_agents: vec![row(4, "EvilDialer"), row(5, " ")],
+            ..ListRows::default()
+        };
+        let (l, rejected) = Lists::build(&rows, &["friendly-scanner".to_string()]);
+        assert_eq!(rejected.len(), 2);
+        assert_eq!(
+            check_user(Some(&l), "admin", NoDataPolicy::Allow).kind(),
+            "user"
+        );
+        assert_eq!(
+            check_user(Some(&l), "Admin", NoDataPolicy::Allow),
+            Verdict::Clear,
+            "user parts are case-sensitive"
+        );
+        assert_eq!(
+            check_user(Some(&l), "", NoDataPolicy::Block),
+            Verdict::Clear
+        );
+        assert_eq!(
+            check_user(None, "admin", NoDataPolicy::Block).kind(),
+            "nodata"
+        );
+        let none = UaMatcher::default();
+        assert_eq!(
+            check_user_agent(Some(&l), &none, "evildialer 2.0").kind(),
+            "ua"
+        );
+        assert_eq!(
+            check_user_agent(Some(&l), &none, "Friendly-Scanner").kind(),
+            "ua"
+        );
+        assert_eq!(
+            check_user_agent(Some(&l), &none, "Linphone"),
+            Verdict::Clear
+        );
+        let defaults = UaMatcher::new(default_ua_patterns(&["sipvicious".to_string()]));
+        assert_eq!(
+            check_user_agent(None, &defaults, "SIPVicious").kind(),
+            "ua",
+            "config patterns work without the DB"
         );
     }
 

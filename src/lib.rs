@@ -5,6 +5,7 @@
 //! | `addr`     | parse source addresses as Kamailio hands them over          |
 //! | `netset`   | address/CIDR sets with longest-prefix match                 |
 //! | `ranges`   | IP → country from nested ranges, narrowest wins             |
+//! | `uamatch`  | scanner User-Agent substrings, case-insensitive          |
 //! | `engine`   | decisions, on plain values                                   |
 //! | `cache`    | per-source LRU with TTL                                      |
 //! | `config`   | the JSON config file                                         |
@@ -22,5 +23,6 @@ pub mod logq;
 pub mod netset;
 pub mod process;
 pub mod ranges;
+pub mod uamatch;
 
 mod lua;

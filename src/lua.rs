@@ -133,6 +133,25 @@ fn check_country_blacklist(
     }))
 }
 
+/// `check_user_blacklist(user)` → `status, type` (`"black", "user"` or `"", ""`).
+fn check_user_blacklist(
+    lua: &Lua,
+    user: Option<LuaString>,
+) -> LuaResult<(&'static str, &'static str)> {
+    let user = text(user);
+    Ok(call(lua, "check_user_blacklist", ("", ""), |g| {
+        verdict_pair(&g.check_user(&user))
+    }))
+}
+
+/// `check_user_agent(ua)` → `status, type` (`"black", "ua"` or `"", ""`).
+fn check_user_agent(lua: &Lua, ua: Option<LuaString>) -> LuaResult<(&'static str, &'static str)> {
+    let ua = text(ua);
+    Ok(call(lua, "check_user_agent", ("", ""), |g| {
+        verdict_pair(&g.check_user_agent(&ua))
+    }))
+}
+
 /// Builds the module table; `require "sipguard"` returns it. Does no I/O: it runs in
 /// Kamailio's main process before fork, and again in every child.
 #[mlua::lua_module(skip_memory_check)]
@@ -146,6 +165,11 @@ fn sipguard(lua: &Lua) -> LuaResult<LuaTable> {
         "check_country_blacklist",
         lua.create_function(check_country_blacklist)?,
     )?;
+    t.set(
+        "check_user_blacklist",
+        lua.create_function(check_user_blacklist)?,
+    )?;
+    t.set("check_user_agent", lua.create_function(check_user_agent)?)?;
     t.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(t)
 }

@@ -15,9 +15,10 @@ use crate::addr::{self, AddrError};
 use crate::cache::TtlLru;
 use crate::config::Config;
 use crate::db;
-use crate::engine::{self, ListRow, Lists, Verdict};
+use crate::engine::{self, ListRows, Lists, Verdict};
 use crate::logq::{Level, LogQueue, RateLimit};
 use crate::ranges::CountryRanges;
+use crate::uamatch::UaMatcher;
 
 /// Data shared between the Lua thread (reads) and the loader thread (writes).
 ///
@@ -99,6 +100,8 @@ struct Local {
 pub struct Guard {
     cfg: Arc<Config>,
     data: Arc<Data>,
+    /// The config's scanner patterns, for `check_user_agent` before any list is loaded.
+    default_user_agents: UaMatcher,
     local: Mutex<Local>,
 }
 
@@ -128,9 +131,12 @@ impl Guard {
             limit: RateLimit::new(cfg.log_interval()),
             waited: false,
         };
+        let default_user_agents =
+            UaMatcher::new(engine::default_ua_patterns(&cfg.scanner_user_agents));
         Arc::new(Guard {
             cfg,
             data: Arc::new(Data::default()),
+            default_user_agents,
             local: Mutex::new(local),
         })
     }
@@ -173,6 +179,18 @@ impl Guard {
         }
         drop(local);
         engine::check_country(self.data.lists().as_deref(), raw, self.cfg.on_no_data)
+    }
+
+    /// `check_user_blacklist($au)` or `($fU)`.
+    pub fn check_user(&self, raw: &str) -> Verdict {
+        self.first_wait(&mut self.lock_local());
+        engine::check_user(self.data.lists().as_deref(), raw, self.cfg.on_no_data)
+    }
+
+    /// `check_user_agent($ua)`.
+    pub fn check_user_agent(&self, raw: &str) -> Verdict {
+        self.first_wait(&mut self.lock_local());
+        engine::check_user_agent(self.data.lists().as_deref(), &self.default_user_agents, raw)
     }
 
     /// Log lines queued since the last call, for the Lua side to print.
@@ -267,7 +285,9 @@ mod loader {
     #[derive(Default)]
     struct Round {
         conn: Option<mysql_async::Conn>,
-        last_lists: Option<(Vec<ListRow>, Vec<ListRow>)>,
+        last_lists: Option<ListRows>,
+        /// Missing list tables are reported once, not every round.
+        reported_missing: bool,
         country_marker: Option<String>,
         healthy: Option<bool>,
         /// Bad rows are logged once per id, not on every refresh.
@@ -363,12 +383,18 @@ mod loader {
                 );
             }
         }
-        let unchanged = round
-            .last_lists
-            .as_ref()
-            .is_some_and(|(b, c)| *b == tables.black && *c == tables.countries);
-        if !unchanged {
-            let (lists, rejected) = Lists::build(&tables.black, &tables.countries);
+        if !tables.missing.is_empty() && !round.reported_missing {
+            round.reported_missing = true;
+            data.logs.push(
+                Level::Warn,
+                format!(
+                    "tables not found, read as empty: {} (apply kamailio/sql/schema.sql)",
+                    tables.missing.join(", ")
+                ),
+            );
+        }
+        if round.last_lists.as_ref() != Some(&tables.rows) {
+            let (lists, rejected) = Lists::build(&tables.rows, &cfg.scanner_user_agents);
             for r in rejected {
                 if round.logged_bad.insert((r.table, r.id)) {
                     data.logs.push(
@@ -380,15 +406,11 @@ mod loader {
                     );
                 }
             }
-            let (nets, countries) = lists.sizes();
+            data.logs
+                .push(Level::Info, format!("lists loaded: {}", lists.summary()));
             data.publish_lists(lists);
-            data.logs.push(
-                Level::Info,
-                format!("lists loaded: {nets} addresses/networks, {countries} countries"),
-            );
-            round.last_lists = Some((tables.black, tables.countries));
+            round.last_lists = Some(tables.rows);
         }
-
         if cfg.country {
             let marker = db::country_marker(conn, cfg.query_timeout()).await?;
             if round.country_marker.as_ref() != Some(&marker) {
@@ -436,8 +458,8 @@ mod tests {
         g
     }
 
-    fn row(id: i64, v: &str) -> ListRow {
-        ListRow {
+    fn row(id: i64, v: &str) -> crate::engine::ListRow {
+        crate::engine::ListRow {
             id,
             value: v.into(),
             detail: String::new(),
@@ -452,8 +474,12 @@ mod tests {
             Verdict::Clear,
             "no data, policy allow"
         );
-        g.data()
-            .publish_lists(Lists::build(&[row(1, "192.0.2.0/24")], &[row(2, "ES")]).0);
+        let rows = ListRows {
+            black: vec![row(1, "192.0.2.0/24")],
+            countries: vec![row(2, "ES")],
+            ..ListRows::default()
+        };
+        g.data().publish_lists(Lists::build(&rows, &[]).0);
         assert_eq!(g.check_blacklist("192.0.2.1").status(), "black");
         assert_eq!(g.check_blacklist("[::ffff:192.0.2.1]").status(), "black");
         let mut b = CountryRangesBuilder::default();
@@ -485,8 +511,19 @@ mod tests {
     }
 
     #[test]
-    fn child_after_fork_gets_fresh_state() {
-        // Same pid: the same guard comes back.
+    fn scanner_patterns_from_config_work_without_data() {
+        let g = guard();
+        assert_eq!(g.check_user_agent("friendly-scanner").kind(), "ua");
+        assert_eq!(g.check_user_agent(&"\u{1}".repeat(1023)), Verdict::Clear);
+        assert_eq!(
+            g.check_user("1000"),
+            Verdict::Clear,
+            "policy allow without lists"
+        );
+    }
+
+    #[test]
+    fn same_process_reuses_its_guard() {
         let cfg = Arc::new(guard().config().clone());
         let a = current(&cfg);
         let b = current(&cfg);

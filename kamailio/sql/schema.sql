@@ -48,3 +48,30 @@ CREATE TABLE IF NOT EXISTS `ipcountry6` (
   `ipto` varbinary(16) NOT NULL,
   KEY `ipfrom_ipto` (`ipfrom`, `ipto`)
 ) ENGINE=InnoDB DEFAULT CHARSET=latin1;
+
+-- Ours: the allow-list. Sources in it (addresses or CIDR networks, IPv4 or IPv6) get
+-- $avp(wb_status) = "white" from check_blacklist and skip every other check.
+CREATE TABLE IF NOT EXISTS `white_list` (
+  `id` int(11) NOT NULL AUTO_INCREMENT,
+  `ip` varchar(64) NOT NULL,
+  `detail` varchar(255) NOT NULL DEFAULT '',
+  PRIMARY KEY (`id`),
+  KEY `ip` (`ip`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Ours: SIP user names to refuse (matched exactly against $au / $fU).
+CREATE TABLE IF NOT EXISTS `black_list_user` (
+  `id` int(11) NOT NULL AUTO_INCREMENT,
+  `username` varchar(128) NOT NULL,
+  `detail` varchar(255) NOT NULL DEFAULT '',
+  PRIMARY KEY (`id`),
+  KEY `username` (`username`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Ours: User-Agent substrings (case-insensitive) added to the config's scanner patterns.
+CREATE TABLE IF NOT EXISTS `black_list_ua` (
+  `id` int(11) NOT NULL AUTO_INCREMENT,
+  `pattern` varchar(128) NOT NULL,
+  `detail` varchar(255) NOT NULL DEFAULT '',
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
