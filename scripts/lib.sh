@@ -69,7 +69,7 @@ sg_mariadb_start() {
     done
     mariadb-admin --no-defaults --socket="$SG_DB_SOCK" -uroot ping >/dev/null 2>&1 \
         || { tail -20 "$dir/mysqld.log" >&2; sg_die "MariaDB did not start"; }
-    sg_sql --database=mysql <<'SQL'
+    SG_DB_NAME=mysql sg_sql <<'SQL'
 CREATE DATABASE IF NOT EXISTS kamailio;
 CREATE USER IF NOT EXISTS 'sipguard_ro'@'127.0.0.1' IDENTIFIED BY 'ro-secret';
 CREATE USER IF NOT EXISTS 'sipguard_admin'@'127.0.0.1' IDENTIFIED BY 'admin-secret';
@@ -88,9 +88,19 @@ sg_mariadb_stop() {
     kill -9 "$pid" 2>/dev/null || true
 }
 
-# Runs SQL from stdin (or "$@" as client args) as root on the private MariaDB, database kamailio.
+# Runs SQL from stdin (or -e "...") as root on the private MariaDB, in database kamailio
+# (SG_DB_NAME=other to change); extra arguments go to the client.
 sg_sql() {
-    mariadb --no-defaults --socket="$SG_DB_SOCK" -uroot --local-infile=1 "${@:---database=kamailio}"
+    mariadb --no-defaults --socket="$SG_DB_SOCK" -uroot --local-infile=1 --database="${SG_DB_NAME:-kamailio}" "$@"
+}
+
+# Kamailio's own tables for auth_db (subscriber, version), from Debian's kamailio-mysql-modules.
+sg_kamailio_tables() {
+    local sql=/usr/share/kamailio/mysql
+    sg_sql -e "CREATE TABLE IF NOT EXISTS version (id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+        table_name VARCHAR(32) NOT NULL, table_version INT UNSIGNED DEFAULT 0 NOT NULL,
+        CONSTRAINT table_name_idx UNIQUE (table_name))"
+    [ -n "$(sg_sql -N -e "SHOW TABLES LIKE 'subscriber'")" ] || sg_sql <"$sql/auth_db-create.sql"
 }
 
 # URLs the module and the tests use.
@@ -150,21 +160,22 @@ JSON
     chmod 600 "$file"
 }
 
-# sg_kamailio_start DIR CFG_TEMPLATE: renders the template (@@ROOT@@, @@RUN@@, @@PORT@@,
-# @@DB_URL@@) into DIR, starts Kamailio in the foreground mode (-DD) logging to DIR/kamailio.log,
-# and waits until it answers. Sets SG_SIP_PORT.
+# sg_kamailio_start DIR CFG [kamailio args...]: starts Kamailio in the foreground mode (-DD)
+# on udp:127.0.0.1:<free port>, logging to DIR/kamailio.log, with the cfg defines SIPGUARD_LUA,
+# CTL_SOCKET and DBURL pointing into this checkout and the private MariaDB, and the module
+# config DIR/sipguard.json (written with defaults when absent). Extra arguments go to kamailio
+# (e.g. -A SIMULATE_SOURCE). Waits until it listens. Sets SG_SIP_PORT.
 sg_kamailio_start() {
-    local dir="$1" tpl="$2"
+    local dir="$1" cfg="$2"
+    shift 2
     mkdir -p "$dir" && dir=$(cd "$dir" && pwd)
     SG_SIP_PORT=$(sg_free_port)
     local cpath; cpath=$(sg_cpath_dir "$dir/lua")
-    local dburl; dburl="mysql://sipguard_admin:admin-secret@127.0.0.1:$SG_DB_PORT/kamailio"
-    sed -e "s|@@ROOT@@|$SG_ROOT|g" -e "s|@@RUN@@|$dir|g" -e "s|@@PORT@@|$SG_SIP_PORT|g" \
-        -e "s|@@DB_URL@@|$dburl|g" "$tpl" >"$dir/kamailio.cfg"
     [ -f "$dir/sipguard.json" ] || sg_write_config "$dir/sipguard.json"
     LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/sipguard.json" \
-        kamailio -DD -E -f "$dir/kamailio.cfg" -P "$dir/kamailio.pid" -Y "$dir" \
-        >"$dir/kamailio.log" 2>&1 &
+        kamailio -DD -E -f "$cfg" -l "udp:127.0.0.1:$SG_SIP_PORT" -P "$dir/kamailio.pid" -Y "$dir" \
+        -A "SIPGUARD_LUA=\"$SG_ROOT/lua/sipguard.lua\"" -A "CTL_SOCKET=\"unix:$dir/kamailio_ctl\"" \
+        -A "DBURL=\"$(sg_ro_url)\"" "$@" >"$dir/kamailio.log" 2>&1 &
     echo $! >"$dir/kamailio.bgpid"
     local i
     for i in $(seq 1 100); do
@@ -186,7 +197,66 @@ sg_kamailio_stop() {
     kill "$pid" 2>/dev/null || return 0
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
-    pkill -9 -f "kamailio -DD -E -f $dir/" 2>/dev/null || true
+    pkill -9 -f "kamailio_ctl.*$dir|$dir/kamailio.pid" 2>/dev/null || true
+}
+
+# Sample lists and subscribers for the demo and the protection tests. Each scenario has its
+# own loopback source so a ban from one cannot leak into another.
+sg_sample_data() {
+    sg_kamailio_tables
+    sg_sql <<'SQL'
+INSERT INTO black_list (ip, detail) VALUES
+  ('127.0.0.66', 'a scanner seen on this box'),
+  ('127.0.9.0/24', 'a whole abusive network'),
+  ('203.0.113.9', 'brute force, reported'),
+  ('2001:db8:bad::/48', 'IPv6 network of a hosting abuser');
+INSERT INTO white_list (ip, detail) VALUES ('127.0.9.9', 'our carrier, inside the listed network');
+INSERT INTO black_list_country (country, detail) VALUES ('ES', 'no customers in Spain'), ('kp', 'never');
+INSERT INTO black_list_user (username, detail) VALUES ('hacker', 'a name only attackers use');
+INSERT INTO black_list_ua (pattern, detail) VALUES ('EvilDialer', 'seen in our logs');
+INSERT INTO subscriber (username, domain, password) VALUES
+  ('alice', '127.0.0.1', 'alice-secret'), ('bob', '127.0.0.1', 'bob-secret'), ('carol', '127.0.0.1', 'carol-secret');
+SQL
+}
+
+# sg_register DIR SRC USER PASSWORD [UA] [LOCAL_PORT]: REGISTER with digest auth from SRC.
+# Prints the outcome: 200 (registered), 401 (challenged again: wrong password) or none (no answer).
+sg_register() {
+    local dir="$1" src="$2" user="$3" pass="$4" ua="${5:-Linphone/5.2}" lport="${6:-$(sg_free_port)}"
+    printf 'SEQUENTIAL\n%s;[authentication username=%s password=%s];%s;\n' "$user" "$user" "$pass" "$ua" >"$dir/reg.csv"
+    if timeout 20 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/register.xml" -inf "$dir/reg.csv" \
+        -i "$src" -p "$lport" -m 1 -nostdin -timeout 6 >"$dir/sipp.out" 2>&1; then
+        echo 200
+    elif grep -q "received 'SIP/2.0 401" "$dir/sipp.out"; then
+        echo 401
+    else
+        echo none
+    fi
+}
+
+# sg_call DIR SRC CALLER PASSWORD CALLEE CALLEE_SRC CALLEE_PORT: CALLEE registers its contact
+# CALLEE_SRC:CALLEE_PORT, a sipp UAS answers there, CALLER calls it through Kamailio.
+# Returns 0 when the call was answered and hung up cleanly.
+sg_call() {
+    local dir="$1" src="$2" caller="$3" pass="$4" callee="$5" csrc="$6" cport="$7"
+    [ "$(sg_register "$dir" "$csrc" "$callee" "$callee-secret" Linphone/5.2 "$cport")" = 200 ] || return 1
+    timeout 30 sipp -sf "$SG_ROOT/tests/e2e/uas.xml" -i "$csrc" -p "$cport" -m 1 -nostdin -timeout 15 >"$dir/uas.out" 2>&1 &
+    local uas=$!
+    sleep 0.5
+    printf 'SEQUENTIAL\n%s;[authentication username=%s password=%s];%s;\n' "$caller" "$caller" "$pass" "$callee" >"$dir/call.csv"
+    timeout 20 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/call.xml" -inf "$dir/call.csv" \
+        -i "$src" -p "$(sg_free_port)" -m 1 -nostdin -timeout 10 >"$dir/call.out" 2>&1
+    local rc=$?
+    wait "$uas" || rc=1
+    return $rc
+}
+
+# sg_flood DIR SRC COUNT RATE: COUNT OPTIONS at RATE per second from SRC (answers not expected).
+sg_flood() {
+    local dir="$1" src="$2" count="$3" rate="$4"
+    printf 'SEQUENTIAL\n;flood;Linphone/5.2;\n' >"$dir/flood.csv"
+    timeout 60 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$dir/flood.csv" \
+        -i "$src" -p "$(sg_free_port)" -m "$count" -r "$rate" -nostdin -timeout 20 >"$dir/flood.out" 2>&1 || true
 }
 
 # sg_options DIR SRC XSRC USER [UA]: one OPTIONS to the Kamailio started by sg_kamailio_start,
@@ -195,8 +265,8 @@ sg_kamailio_stop() {
 sg_options() {
     local dir="$1" src="$2" xsrc="$3" user="$4" ua="${5:-sipguard-test}" hdr=""
     [ -n "$xsrc" ] && hdr="X-Src: $xsrc"
-    printf 'SEQUENTIAL\n%s;%s;%s;\n' "$hdr" "$user" "$ua" >"$dir/call.csv"
-    timeout 20 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$dir/call.csv" \
+    printf 'SEQUENTIAL\n%s;%s;%s;\n' "$hdr" "$user" "$ua" >"$dir/opt.csv"
+    timeout 20 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$dir/opt.csv" \
         -i "$src" -p "$(sg_free_port)" -m 1 -nostdin -timeout 5 >"$dir/sipp.out" 2>&1
 }
 

@@ -148,24 +148,32 @@ pub async fn load_lists(conn: &mut Conn, limit: Duration) -> Result<ListTables, 
     Ok(ListTables { rows, bad, missing })
 }
 
-/// One table's (name, created, updated, rows) as information_schema reports them.
-type MarkerRow = (String, Option<String>, Option<String>, Option<u64>);
+/// One table's (name, created, updated, updated within the last 2 s) from information_schema.
+type MarkerRow = (String, Option<String>, Option<String>, Option<i64>);
 
 /// A cheap fingerprint of the country tables: when it is unchanged, they need no reload.
-/// CREATE_TIME changes when a table is swapped in by RENAME, UPDATE_TIME and TABLE_ROWS on edits.
-pub async fn country_marker(conn: &mut Conn, limit: Duration) -> Result<String, DbError> {
+/// CREATE_TIME changes when a table is swapped in by RENAME, UPDATE_TIME on edits. UPDATE_TIME
+/// has a one-second resolution, so a table edited less than 2 s ago has no stable fingerprint
+/// yet: `None` makes the caller load it now and again on its next round.
+/// (TABLE_ROWS is left out on purpose: InnoDB re-estimates it in the background, which would
+/// look like a change.)
+pub async fn country_marker(conn: &mut Conn, limit: Duration) -> Result<Option<String>, DbError> {
     let rows: Vec<MarkerRow> = bounded(
         "country marker",
         limit,
         conn.query(
-            "SELECT TABLE_NAME, CAST(CREATE_TIME AS CHAR), CAST(UPDATE_TIME AS CHAR), TABLE_ROWS \
+            "SELECT TABLE_NAME, CAST(CREATE_TIME AS CHAR), CAST(UPDATE_TIME AS CHAR), \
+                    TIMESTAMPDIFF(SECOND, UPDATE_TIME, NOW()) < 2 \
              FROM information_schema.TABLES \
              WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('ipcountry', 'ipcountry6') \
              ORDER BY TABLE_NAME",
         ),
     )
     .await?;
-    Ok(format!("{rows:?}"))
+    if rows.iter().any(|r| r.3 == Some(1)) {
+        return Ok(None);
+    }
+    Ok(Some(format!("{rows:?}")))
 }
 
 /// What loading the country tables produced besides the ranges, for the log.

@@ -413,7 +413,7 @@ mod loader {
         }
         if cfg.country {
             let marker = db::country_marker(conn, cfg.query_timeout()).await?;
-            if round.country_marker.as_ref() != Some(&marker) {
+            if marker.is_none() || round.country_marker != marker {
                 let started = Instant::now();
                 let (ranges, load) = db::load_countries(conn, cfg.load_timeout()).await?;
                 let (v4, v6) = ranges.sizes();
@@ -433,7 +433,7 @@ mod loader {
                         started.elapsed().as_millis()
                     ),
                 );
-                round.country_marker = Some(marker);
+                round.country_marker = marker;
             }
         }
         Ok(())

@@ -18,7 +18,7 @@ passed=0 failed=0
 pass() { passed=$((passed + 1)); printf 'PASS %s\n' "$1"; }
 fail() { failed=$((failed + 1)); printf 'FAIL %s: %s\n' "$1" "$2"; }
 
-[ -f "$SG_ROOT/target/release/libsipguard.so" ] || sg_build >/dev/null
+sg_build >/dev/null
 sg_mariadb_start "$E2E_DIR/db"
 sg_schema
 sg_load_country_csv "$SG_ROOT/tests/data/country-slice.csv"

@@ -6,13 +6,16 @@ set -uo pipefail
 
 dir=$(mktemp -d /tmp/sipguard-lua.XXXXXX)
 trap 'sg_mariadb_stop "$dir/db"; rm -rf "$dir"' EXIT
-[ -f "$SG_ROOT/target/release/libsipguard.so" ] || sg_build >/dev/null
+sg_build >/dev/null
 sg_mariadb_start "$dir/db"
 sg_schema
 sg_load_country_csv "$SG_ROOT/tests/data/country-slice.csv"
 sg_sql <<'SQL'
 INSERT INTO black_list (ip, detail) VALUES ('203.0.113.9', 'a'), ('198.51.100.0/24', 'b'), ('2001:db8::/32', 'c');
 INSERT INTO black_list_country (country, detail) VALUES ('ES', 'd');
+INSERT INTO white_list (ip, detail) VALUES ('198.51.100.7', 'carrier');
+INSERT INTO black_list_user (username, detail) VALUES ('1000', 'e');
+INSERT INTO black_list_ua (pattern, detail) VALUES ('EvilDialer', 'f');
 SQL
 sg_write_config "$dir/sipguard.json"
 cpath=$(sg_cpath_dir "$dir/lua")

@@ -71,6 +71,20 @@ end
 run("check_blacklist", nil)
 check("nil source answers empty", avps["$avp(wb_status)"], "")
 
+run("check_user_blacklist", "1000")
+check("listed user: wb_status", avps["$avp(wb_status)"], "black")
+check("listed user: wb_type", avps["$avp(wb_type)"], "user")
+run("check_user_blacklist", "alice")
+check("unlisted user: wb_status empty", avps["$avp(wb_status)"], "")
+run("check_user_agent", "friendly-scanner")
+check("scanner UA from the config: wb_type", avps["$avp(wb_type)"], "ua")
+run("check_user_agent", "evildialer/2.0")
+check("scanner UA from black_list_ua, any case", avps["$avp(wb_status)"], "black")
+run("check_user_agent", string.rep("\1", 1024))
+check("1 KB of control bytes as UA is not a scanner", avps["$avp(wb_status)"], "")
+run("check_blacklist", "198.51.100.7")
+check("allow-listed address inside a listed network: white", avps["$avp(wb_status)"], "white")
+
 local bad_lines = 0
 for _, l in ipairs(logs) do
     if l:find("not an IP address", 1, true) or l:find("too long", 1, true) or l:find("empty address", 1, true) then
