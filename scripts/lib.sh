@@ -153,7 +153,8 @@ sg_write_config() {
 {
   "db_url": "$(sg_ro_url)",
   "query_timeout_ms": 500,
-  "refresh_secs": 1${extra:+,
+  "refresh_secs": 1,
+  "stats_dir": "$(cd "$(dirname "$file")" && pwd)/stats"${extra:+,
   $extra}
 }
 JSON

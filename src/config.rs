@@ -54,6 +54,10 @@ pub struct Config {
     /// the rows of `black_list_ua`. They apply even while the database is unreachable.
     #[serde(default = "defaults::scanner_user_agents")]
     pub scanner_user_agents: Vec<String>,
+    /// Where each worker publishes its counters (`<pid>.json`) for `sipguard-admin stats` and
+    /// `warm`; `null` turns publishing off.
+    #[serde(default = "defaults::stats_dir")]
+    pub stats_dir: Option<PathBuf>,
 }
 
 mod defaults {
@@ -65,7 +69,7 @@ mod defaults {
         60_000
     }
     pub fn refresh_secs() -> u64 {
-        5
+        1
     }
     pub fn cache_size() -> usize {
         10_000
@@ -81,6 +85,9 @@ mod defaults {
     }
     pub fn log_interval_secs() -> u64 {
         10
+    }
+    pub fn stats_dir() -> Option<std::path::PathBuf> {
+        Some("/run/kamailio/sipguard".into())
     }
     pub fn scanner_user_agents() -> Vec<String> {
         crate::uamatch::DEFAULT_PATTERNS
@@ -218,7 +225,7 @@ mod tests {
     fn minimal_config_takes_defaults() {
         let c = parse(r#"{"db_url": "mysql://ro:pw@127.0.0.1:3306/kamailio"}"#).unwrap();
         assert_eq!(c.query_timeout_ms, 500);
-        assert_eq!(c.refresh_secs, 5);
+        assert_eq!(c.refresh_secs, 1);
         assert_eq!(c.cache_size, 10_000);
         assert_eq!(c.on_no_data, NoDataPolicy::Allow);
         assert!(c.country);

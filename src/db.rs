@@ -36,6 +36,11 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// True when the deadline passed (as opposed to an error answer).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, DbError::Timeout { .. })
+    }
+
     /// True for "table does not exist" (1146): an old post-style database without our tables.
     pub fn is_missing_table(&self) -> bool {
         matches!(self, DbError::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1146)
@@ -174,6 +179,35 @@ pub async fn country_marker(conn: &mut Conn, limit: Duration) -> Result<Option<S
         return Ok(None);
     }
     Ok(Some(format!("{rows:?}")))
+}
+
+/// The change counters of `sipguard_generation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generations {
+    /// Bumped by triggers on every list table.
+    pub lists: u64,
+    /// Bumped by country imports and `reload`.
+    pub countries: u64,
+}
+
+/// Reads `sipguard_generation`; `None` on a database without it (then every round re-reads).
+pub async fn generations(conn: &mut Conn, limit: Duration) -> Result<Option<Generations>, DbError> {
+    let res: Result<Vec<(String, u64)>, _> = bounded(
+        "sipguard_generation",
+        limit,
+        conn.query("SELECT name, gen FROM sipguard_generation"),
+    )
+    .await;
+    let rows = match res {
+        Ok(rows) => rows,
+        Err(e) if e.is_missing_table() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let get = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.1).unwrap_or(0);
+    Ok(Some(Generations {
+        lists: get("lists"),
+        countries: get("countries"),
+    }))
 }
 
 /// What loading the country tables produced besides the ranges, for the log.

@@ -10,6 +10,7 @@
 //! | `cache`    | per-source LRU with TTL                                      |
 //! | `config`   | the JSON config file                                         |
 //! | `db`       | MySQL reads, each under a deadline                           |
+//! | `stats`    | per-worker counters, published as files                 |
 //! | `logq`     | log lines from the loader thread to Kamailio's log           |
 //! | `process`  | per-process state, keyed by pid, and its loader thread       |
 //! | `lua`      | the Lua API (`require "sipguard"`)                           |
@@ -23,6 +24,7 @@ pub mod logq;
 pub mod netset;
 pub mod process;
 pub mod ranges;
+pub mod stats;
 pub mod uamatch;
 
 mod lua;

@@ -18,6 +18,7 @@ use crate::db;
 use crate::engine::{self, ListRows, Lists, Verdict};
 use crate::logq::{Level, LogQueue, RateLimit};
 use crate::ranges::CountryRanges;
+use crate::stats::{self, bump, Counters, WorkerStats};
 use crate::uamatch::UaMatcher;
 
 /// Data shared between the Lua thread (reads) and the loader thread (writes).
@@ -35,6 +36,8 @@ pub struct Data {
     first_attempt: (Mutex<bool>, Condvar),
     /// Lines for the Kamailio log, printed by the next request.
     pub logs: LogQueue,
+    /// This worker's counters, published by the loader to `stats_dir`.
+    pub counters: Counters,
 }
 
 impl Data {
@@ -153,13 +156,34 @@ impl Guard {
 
     /// `check_blacklist($si)`.
     pub fn check_blacklist(&self, raw: &str) -> Verdict {
-        self.answer(raw, "check_blacklist")
+        bump(&self.data.counters.check_blacklist);
+        let v = self
+            .answer(raw, "check_blacklist")
             .map(|a| a.verdict)
-            .unwrap_or(Verdict::Clear)
+            .unwrap_or(Verdict::Clear);
+        self.count(&v)
+    }
+
+    /// Counts a decision by kind and passes it through.
+    fn count(&self, v: &Verdict) -> Verdict {
+        let c = &self.data.counters;
+        match v {
+            Verdict::Clear => {}
+            Verdict::White(_) => bump(&c.decided_white),
+            Verdict::Black(k) => bump(match k {
+                engine::BlackKind::Ip(_) => &c.decided_black_ip,
+                engine::BlackKind::Country => &c.decided_black_country,
+                engine::BlackKind::User => &c.decided_black_user,
+                engine::BlackKind::Ua(_) => &c.decided_black_ua,
+                engine::BlackKind::NoData => &c.decided_nodata,
+            }),
+        }
+        v.clone()
     }
 
     /// `get_countrycode($si)`: the ISO code or `""`.
     pub fn country_code(&self, raw: &str) -> Arc<str> {
+        bump(&self.data.counters.get_countrycode);
         self.answer(raw, "get_countrycode")
             .map(|a| a.country)
             .unwrap_or_else(|| Arc::from(""))
@@ -167,10 +191,12 @@ impl Guard {
 
     /// `check_country_blacklist($avp(countryCode))`.
     pub fn check_country(&self, raw: &str) -> Verdict {
+        bump(&self.data.counters.check_country_blacklist);
         let mut local = self.lock_local();
         self.first_wait(&mut local);
         let plausible = raw.trim().is_empty() || engine::normalize_country(raw).is_some();
         if !plausible {
+            bump(&self.data.counters.bad_input);
             self.log_bad(
                 &mut local,
                 "country",
@@ -178,19 +204,33 @@ impl Guard {
             );
         }
         drop(local);
-        engine::check_country(self.data.lists().as_deref(), raw, self.cfg.on_no_data)
+        self.count(&engine::check_country(
+            self.data.lists().as_deref(),
+            raw,
+            self.cfg.on_no_data,
+        ))
     }
 
     /// `check_user_blacklist($au)` or `($fU)`.
     pub fn check_user(&self, raw: &str) -> Verdict {
+        bump(&self.data.counters.check_user_blacklist);
         self.first_wait(&mut self.lock_local());
-        engine::check_user(self.data.lists().as_deref(), raw, self.cfg.on_no_data)
+        self.count(&engine::check_user(
+            self.data.lists().as_deref(),
+            raw,
+            self.cfg.on_no_data,
+        ))
     }
 
     /// `check_user_agent($ua)`.
     pub fn check_user_agent(&self, raw: &str) -> Verdict {
+        bump(&self.data.counters.check_user_agent);
         self.first_wait(&mut self.lock_local());
-        engine::check_user_agent(self.data.lists().as_deref(), &self.default_user_agents, raw)
+        self.count(&engine::check_user_agent(
+            self.data.lists().as_deref(),
+            &self.default_user_agents,
+            raw,
+        ))
     }
 
     /// Log lines queued since the last call, for the Lua side to print.
@@ -227,6 +267,7 @@ impl Guard {
             Ok(ip) => ip,
             Err(e) => {
                 let e: AddrError = e;
+                bump(&self.data.counters.bad_input);
                 self.log_bad(
                     &mut local,
                     "address",
@@ -242,8 +283,10 @@ impl Guard {
             local.cache_generation = generation;
         }
         if let Some(hit) = local.cache.get(&ip, now) {
+            bump(&self.data.counters.cache_hits);
             return Some(hit);
         }
+        bump(&self.data.counters.cache_misses);
         let lists = self.data.lists();
         let countries = self.data.countries();
         let answer = SourceAnswer {
@@ -286,6 +329,10 @@ mod loader {
     struct Round {
         conn: Option<mysql_async::Conn>,
         last_lists: Option<ListRows>,
+        /// `sipguard_generation.lists` the current lists were read at.
+        lists_generation: Option<u64>,
+        /// `sipguard_generation.countries` the current ranges were read at.
+        countries_generation: Option<u64>,
         /// Missing list tables are reported once, not every round.
         reported_missing: bool,
         country_marker: Option<String>,
@@ -319,16 +366,57 @@ mod loader {
         };
         rt.block_on(async {
             let mut round = Round::default();
+            let mut stats_failed = false;
             loop {
+                bump(&data.counters.db_rounds);
                 let result = refresh(&cfg, &data, &mut round).await;
                 report(&cfg, &data, &mut round, result);
                 data.first_attempt_done();
+                if let Some(dir) = &cfg.stats_dir {
+                    // Logged when writing starts failing, not every round.
+                    match publish(dir, &data, &round) {
+                        Err(e) if !stats_failed => {
+                            stats_failed = true;
+                            data.logs.push(
+                                Level::Warn,
+                                format!("cannot write stats to {}: {e}", dir.display()),
+                            );
+                        }
+                        Err(_) => {}
+                        Ok(()) => stats_failed = false,
+                    }
+                }
                 tokio::time::sleep(cfg.refresh()).await;
             }
         });
     }
 
+    fn publish(dir: &std::path::Path, data: &Data, round: &Round) -> std::io::Result<()> {
+        let written_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        stats::write(
+            dir,
+            &WorkerStats {
+                pid: std::process::id(),
+                written_ms,
+                lists_generation: round.last_lists.as_ref().and(round.lists_generation),
+                countries_generation: round.countries_generation,
+                db_down: round.healthy == Some(false),
+                counters: data.counters.values(),
+            },
+        )
+    }
+
     fn report(cfg: &Config, data: &Data, round: &mut Round, result: Result<(), db::DbError>) {
+        if let Err(e) = &result {
+            bump(if e.is_timeout() {
+                &data.counters.db_timeouts
+            } else {
+                &data.counters.db_errors
+            });
+        }
         match result {
             Ok(()) => {
                 if round.healthy == Some(false) {
@@ -364,25 +452,60 @@ mod loader {
         }
     }
 
+    /// One round on the kept connection (opened if needed); the connection is kept only if
+    /// the round succeeded, since after an error or a deadline its state is unknown.
     async fn refresh(cfg: &Config, data: &Data, round: &mut Round) -> Result<(), db::DbError> {
-        let conn = match round.conn.as_mut() {
+        let mut conn = match round.conn.take() {
             Some(c) => c,
-            None => round
-                .conn
-                .insert(db::connect(&cfg.db_url, cfg.query_timeout()).await?),
+            None => db::connect(&cfg.db_url, cfg.query_timeout()).await?,
         };
-        let tables = db::load_lists(conn, cfg.query_timeout()).await?;
-        for bad in &tables.bad {
-            if round.logged_bad.insert((bad.table, -(bad.n as i64))) {
-                data.logs.push(
-                    Level::Warn,
-                    format!(
-                        "{}: result row {} has unreadable columns, skipped",
-                        bad.table, bad.n
-                    ),
-                );
+        let result = refresh_on(cfg, data, round, &mut conn).await;
+        if result.is_ok() {
+            round.conn = Some(conn);
+        }
+        result
+    }
+
+    async fn refresh_on(
+        cfg: &Config,
+        data: &Data,
+        round: &mut Round,
+        conn: &mut mysql_async::Conn,
+    ) -> Result<(), db::DbError> {
+        // Generations first, data second: a change between the two is seen again next round.
+        let gens = db::generations(conn, cfg.query_timeout()).await?;
+        bump(&data.counters.db_queries);
+        let lists_due = round.last_lists.is_none()
+            || gens.is_none()
+            || gens.map(|g| g.lists) != round.lists_generation;
+        if lists_due {
+            load_lists(cfg, data, round, conn).await?;
+            round.lists_generation = gens.map(|g| g.lists);
+        }
+        if cfg.country {
+            let marker = db::country_marker(conn, cfg.query_timeout()).await?;
+            bump(&data.counters.db_queries);
+            let gen = gens.map(|g| g.countries);
+            if marker.is_none()
+                || round.country_marker != marker
+                || round.countries_generation != gen
+            {
+                load_countries(cfg, data, conn).await?;
+                round.country_marker = marker;
+                round.countries_generation = gen;
             }
         }
+        Ok(())
+    }
+
+    async fn load_lists(
+        cfg: &Config,
+        data: &Data,
+        round: &mut Round,
+        conn: &mut mysql_async::Conn,
+    ) -> Result<(), db::DbError> {
+        let tables = db::load_lists(conn, cfg.query_timeout()).await?;
+        data.counters.db_queries.fetch_add(5, Ordering::Relaxed);
         if !tables.missing.is_empty() && !round.reported_missing {
             round.reported_missing = true;
             data.logs.push(
@@ -409,33 +532,38 @@ mod loader {
             data.logs
                 .push(Level::Info, format!("lists loaded: {}", lists.summary()));
             data.publish_lists(lists);
+            bump(&data.counters.list_loads);
             round.last_lists = Some(tables.rows);
         }
-        if cfg.country {
-            let marker = db::country_marker(conn, cfg.query_timeout()).await?;
-            if marker.is_none() || round.country_marker != marker {
-                let started = Instant::now();
-                let (ranges, load) = db::load_countries(conn, cfg.load_timeout()).await?;
-                let (v4, v6) = ranges.sizes();
-                data.publish_countries(ranges);
-                release_freed_memory();
-                let missing = if load.missing.is_empty() {
-                    String::new()
-                } else {
-                    format!(", missing tables: {}", load.missing.join(", "))
-                };
-                data.logs.push(
-                    Level::Info,
-                    format!(
-                        "country ranges loaded: {} rows ({} skipped) -> {v4} IPv4 + {v6} IPv6 segments in {} ms{missing}",
-                        load.rows,
-                        load.skipped,
-                        started.elapsed().as_millis()
-                    ),
-                );
-                round.country_marker = marker;
-            }
-        }
+        Ok(())
+    }
+
+    async fn load_countries(
+        cfg: &Config,
+        data: &Data,
+        conn: &mut mysql_async::Conn,
+    ) -> Result<(), db::DbError> {
+        let started = Instant::now();
+        let (ranges, load) = db::load_countries(conn, cfg.load_timeout()).await?;
+        data.counters.db_queries.fetch_add(2, Ordering::Relaxed);
+        let (v4, v6) = ranges.sizes();
+        data.publish_countries(ranges);
+        bump(&data.counters.country_loads);
+        release_freed_memory();
+        let missing = if load.missing.is_empty() {
+            String::new()
+        } else {
+            format!(", missing tables: {}", load.missing.join(", "))
+        };
+        data.logs.push(
+            Level::Info,
+            format!(
+                "country ranges loaded: {} rows ({} skipped) -> {v4} IPv4 + {v6} IPv6 segments in {} ms{missing}",
+                load.rows,
+                load.skipped,
+                started.elapsed().as_millis()
+            ),
+        );
         Ok(())
     }
 }

@@ -75,3 +75,33 @@ CREATE TABLE IF NOT EXISTS `black_list_ua` (
   `detail` varchar(255) NOT NULL DEFAULT '',
   PRIMARY KEY (`id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Ours: change counters. Every Kamailio worker polls this one small table each refresh_secs
+-- and reloads only what changed, so a change made with sipguard-admin *or with plain SQL*
+-- reaches every worker of every node within the refresh interval, without a restart and without
+-- re-reading unchanged lists. The triggers below keep `lists` current; `countries` is bumped by
+-- `sipguard-admin import-countries` and `reload` (raw edits of ipcountry are also noticed through
+-- information_schema's UPDATE_TIME).
+CREATE TABLE IF NOT EXISTS `sipguard_generation` (
+  `name` varchar(32) NOT NULL,
+  `gen` bigint unsigned NOT NULL DEFAULT 0,
+  `changed` timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (`name`)
+) ENGINE=InnoDB;
+INSERT IGNORE INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1), ('countries', 1);
+
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_ai` AFTER INSERT ON `black_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_au` AFTER UPDATE ON `black_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_ad` AFTER DELETE ON `black_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_white_list_ai` AFTER INSERT ON `white_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_white_list_au` AFTER UPDATE ON `white_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_white_list_ad` AFTER DELETE ON `white_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_country_ai` AFTER INSERT ON `black_list_country` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_country_au` AFTER UPDATE ON `black_list_country` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_country_ad` AFTER DELETE ON `black_list_country` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_user_ai` AFTER INSERT ON `black_list_user` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_user_au` AFTER UPDATE ON `black_list_user` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_user_ad` AFTER DELETE ON `black_list_user` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_ua_ai` AFTER INSERT ON `black_list_ua` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_ua_au` AFTER UPDATE ON `black_list_ua` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+CREATE TRIGGER IF NOT EXISTS `sg_black_list_ua_ad` AFTER DELETE ON `black_list_ua` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';

@@ -1,0 +1,156 @@
+//! Per-worker counters, and the files through which workers publish them.
+//!
+//! Each Kamailio worker has its own copy of the module, so counters live in the worker. Its
+//! loader thread writes them every refresh round to `<stats_dir>/<pid>.json` (write to a
+//! temporary file, then rename: a reader never sees half a file); `sipguard-admin stats` reads
+//! the files of live workers and adds them up. No shared memory, no database writes: the
+//! module's database user stays read-only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        /// Monotonic counters, bumped on the request path with relaxed atomics (a few ns each).
+        #[derive(Default)]
+        pub struct Counters {
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+        }
+
+        impl Counters {
+            /// Current values by name, for publishing.
+            pub fn values(&self) -> BTreeMap<String, u64> {
+                let mut m = BTreeMap::new();
+                $(m.insert(stringify!($name).to_string(), self.$name.load(Ordering::Relaxed));)*
+                m
+            }
+        }
+    };
+}
+
+counters! {
+    check_blacklist: "Calls of check_blacklist.",
+    get_countrycode: "Calls of get_countrycode.",
+    check_country_blacklist: "Calls of check_country_blacklist.",
+    check_user_blacklist: "Calls of check_user_blacklist.",
+    check_user_agent: "Calls of check_user_agent.",
+    cache_hits: "Per-source answers served from the cache.",
+    cache_misses: "Per-source answers computed.",
+    bad_input: "Arguments that were not a usable address or country code.",
+    decided_black_ip: "black_list matches.",
+    decided_white: "white_list matches.",
+    decided_black_country: "black_list_country matches.",
+    decided_black_user: "black_list_user matches.",
+    decided_black_ua: "Scanner User-Agent matches.",
+    decided_nodata: "Answers given by the on_no_data policy.",
+    db_rounds: "Refresh rounds run by the loader.",
+    db_queries: "Queries sent.",
+    db_errors: "Rounds that failed on a database error.",
+    db_timeouts: "Rounds that failed on a deadline.",
+    list_loads: "Times the lists were (re)built.",
+    country_loads: "Times the country ranges were (re)built.",
+}
+
+/// Bumps a counter.
+pub fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What one worker publishes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WorkerStats {
+    /// The worker's process id.
+    pub pid: u32,
+    /// When the file was written (Unix ms).
+    pub written_ms: u64,
+    /// `sipguard_generation.lists` the worker's lists were loaded at (None: never, or no table).
+    pub lists_generation: Option<u64>,
+    /// `sipguard_generation.countries` the worker's country ranges were loaded at.
+    pub countries_generation: Option<u64>,
+    /// True while the last refresh round failed.
+    pub db_down: bool,
+    /// Counter values by name.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Writes `stats` to `<dir>/<pid>.json` atomically.
+pub fn write(dir: &Path, stats: &WorkerStats) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.json.tmp", stats.pid));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(stats).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, dir.join(format!("{}.json", stats.pid)))
+}
+
+/// Reads the files of workers that are still alive; files of dead processes are skipped (and
+/// removed when possible, so restarts do not pile them up).
+pub fn read_live(dir: &Path) -> std::io::Result<Vec<WorkerStats>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path: PathBuf = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(stats) = serde_json::from_slice::<WorkerStats>(&text) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{}", stats.pid)).exists() {
+            out.push(stats);
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    out.sort_by_key(|s| s.pid);
+    Ok(out)
+}
+
+/// Sums the counters of several workers.
+pub fn total(workers: &[WorkerStats]) -> BTreeMap<String, u64> {
+    let mut t = BTreeMap::new();
+    for w in workers {
+        for (k, v) in &w.counters {
+            *t.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_round_trip_and_dead_workers_are_dropped() {
+        let dir = std::env::temp_dir().join(format!("sipguard-stats-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Counters::default();
+        bump(&c.check_blacklist);
+        bump(&c.check_blacklist);
+        let me = WorkerStats {
+            pid: std::process::id(),
+            counters: c.values(),
+            lists_generation: Some(7),
+            ..WorkerStats::default()
+        };
+        write(&dir, &me).unwrap();
+        let dead = WorkerStats {
+            pid: u32::MAX - 1,
+            counters: c.values(),
+            ..WorkerStats::default()
+        };
+        write(&dir, &dead).unwrap();
+        let live = read_live(&dir).unwrap();
+        assert_eq!(live, vec![me.clone()]);
+        assert!(!dir.join(format!("{}.json", u32::MAX - 1)).exists());
+        assert_eq!(total(&[me.clone(), me])["check_blacklist"], 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
