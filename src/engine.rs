@@ -165,6 +165,16 @@ impl Lists {
         normalize_country(country).is_some_and(|cc| self.countries.contains_key(&cc))
     }
 
+    /// The `black_list_country` row id listing `country`.
+    pub fn country_id(&self, country: &str) -> Option<i64> {
+        normalize_country(country).and_then(|cc| self.countries.get(&cc).copied())
+    }
+
+    /// The `black_list_user` row id listing `user`.
+    pub fn user_id(&self, user: &str) -> Option<i64> {
+        normalize_user(user).and_then(|u| self.users.get(u).copied())
+    }
+
     /// True if `user` is in `black_list_user` (exact, as SIP user parts are case-sensitive).
     pub fn user_listed(&self, user: &str) -> bool {
         normalize_user(user).is_some_and(|u| self.users.contains_key(u))

@@ -13,9 +13,11 @@
 //! | `stats`    | per-worker counters, published as files                 |
 //! | `logq`     | log lines from the loader thread to Kamailio's log           |
 //! | `process`  | per-process state, keyed by pid, and its loader thread       |
+//! | `admin`    | import, list editing, reload, explain (sipguard-admin)    |
 //! | `lua`      | the Lua API (`require "sipguard"`)                           |
 
 pub mod addr;
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod db;

@@ -1,0 +1,406 @@
+//! sipguard-admin: import country data, edit the lists, make every worker reload, explain a
+//! decision, read the workers' counters. `sipguard-admin --help` lists the commands.
+//!
+//! Exit codes: 0 done; 1 database or I/O error; 2 bad input (including a bad CSV line);
+//! 3 not found; 4 another import is running; 5 `warm` timed out before every worker reloaded.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use sipguard::admin::{self, explain, import, lists, AdminError};
+use sipguard::config::{self, Config};
+use sipguard::stats;
+
+#[derive(Parser)]
+#[command(
+    name = "sipguard-admin",
+    version,
+    about = "Manage sipguard's lists and country data for Kamailio"
+)]
+struct Cli {
+    /// The module's config file (for stats_dir, scanner patterns, and db_url when --db-url is absent).
+    #[arg(long, env = config::ENV_VAR, default_value = config::DEFAULT_PATH, global = true)]
+    config: PathBuf,
+    /// Database with write access (the module's own user is read-only):
+    /// mysql://user:pass@host:port/db.
+    #[arg(
+        long,
+        env = "SIPGUARD_ADMIN_DB_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    db_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load db-ip style CSV files (start,end,CC; text or numeric; .gz accepted) into
+    /// ipcountry/ipcountry6, replacing them atomically. A bad line changes nothing.
+    ImportCountries {
+        /// CSV files; IPv4 and IPv6 rows may be mixed. A family absent from all files keeps its table.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// black_list: addresses and CIDR networks to drop.
+    Black(ListCmd),
+    /// white_list: addresses and networks exempt from every check.
+    White(ListCmd),
+    /// black_list_country: ISO country codes to drop.
+    Country(ListCmd),
+    /// black_list_user: SIP user names to drop.
+    User(ListCmd),
+    /// black_list_ua: User-Agent substrings to drop (added to the config's scanner patterns).
+    Ua(ListCmd),
+    /// Make every worker of every node reload lists and country data on its next round.
+    Reload,
+    /// Reload, then wait until every live worker (seen in stats_dir) has loaded the new data.
+    Warm {
+        /// Give up after this many seconds (exit code 5).
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Show the decision kamailio/kamailio.cfg would take for a source, and the rows behind it.
+    Explain {
+        /// Source address as $si would give it.
+        address: String,
+        /// SIP user name ($fU) to check against black_list_user.
+        #[arg(long)]
+        user: Option<String>,
+        /// User-Agent to check against the scanner patterns.
+        #[arg(long)]
+        ua: Option<String>,
+    },
+    /// The workers' counters, per worker and summed, from stats_dir.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Directory the workers write to (default: stats_dir from the config).
+        #[arg(long)]
+        stats_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ListCmd {
+    #[command(subcommand)]
+    action: ListAction,
+}
+
+#[derive(Subcommand)]
+enum ListAction {
+    /// Add a value (validated; adding an existing value is not an error).
+    Add {
+        value: String,
+        /// Free text, the post's `detail` column.
+        #[arg(long, default_value = "")]
+        detail: String,
+    },
+    /// Remove a value (exit code 3 when it is not listed).
+    Remove { value: String },
+    /// Show the rows.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sipguard-admin: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("sipguard-admin: {e:#}");
+            let code = e
+                .downcast_ref::<AdminError>()
+                .map(|a| a.exit_code())
+                .unwrap_or(1);
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+/// The config if readable; commands that only need the database work without it.
+fn load_config(path: &PathBuf) -> Option<Config> {
+    Config::load(path).ok()
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<mysql_async::Conn> {
+    let url = match (&cli.db_url, load_config(&cli.config)) {
+        (Some(u), _) => u.clone(),
+        (None, Some(c)) => c.db_url,
+        (None, None) => return Err(anyhow!(
+            "no database: pass --db-url (or SIPGUARD_ADMIN_DB_URL), or a readable --config ({})",
+            cli.config.display()
+        )),
+    };
+    let conn = sipguard::db::connect(&url, Duration::from_secs(10))
+        .await
+        .map_err(AdminError::from)
+        .context("connecting to the database")?;
+    Ok(conn)
+}
+
+fn scanner_patterns(cli: &Cli) -> Vec<String> {
+    load_config(&cli.config)
+        .map(|c| c.scanner_user_agents)
+        .unwrap_or_else(|| {
+            sipguard::uamatch::DEFAULT_PATTERNS
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        })
+}
+
+fn stats_dir(cli: &Cli, explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    explicit
+        .or_else(|| load_config(&cli.config).and_then(|c| c.stats_dir))
+        .ok_or_else(|| {
+            anyhow!(
+                "no stats directory: pass --stats-dir or set stats_dir in {}",
+                cli.config.display()
+            )
+        })
+}
+
+/// Progress for `import-countries`: a bar on a terminal, a line per ~100k rows otherwise.
+struct ImportProgress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: std::cell::Cell<u64>,
+}
+
+impl import::Progress for ImportProgress {
+    fn update(&self, bytes: u64, rows: u64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(bytes);
+                bar.set_message(format!("{rows} rows"));
+            }
+            None if rows >= self.last_line.get() + 100_000 => {
+                self.last_line.set(rows);
+                eprintln!("sipguard-admin: {rows} rows read");
+            }
+            None => {}
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::ImportCountries { files } => {
+            let mut conn = connect(&cli).await?;
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new(import::total_bytes(files));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {msg} ({eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            });
+            let progress = ImportProgress {
+                bar,
+                last_line: 0.into(),
+            };
+            let started = Instant::now();
+            let report = import::import(&mut conn, files, &progress)
+                .await
+                .context("import-countries")?;
+            if let Some(bar) = &progress.bar {
+                bar.finish_and_clear();
+            }
+            println!(
+                "imported {} IPv4 and {} IPv6 ranges in {:.1} s; replaced {}",
+                report.v4,
+                report.v6,
+                started.elapsed().as_secs_f64(),
+                report.replaced.join(", ")
+            );
+        }
+        Command::Black(c)
+        | Command::White(c)
+        | Command::Country(c)
+        | Command::User(c)
+        | Command::Ua(c) => {
+            let kind = match &cli.command {
+                Command::Black(_) => lists::ListKind::Black,
+                Command::White(_) => lists::ListKind::White,
+                Command::Country(_) => lists::ListKind::Country,
+                Command::User(_) => lists::ListKind::User,
+                _ => lists::ListKind::Ua,
+            };
+            let mut conn = connect(&cli).await?;
+            match &c.action {
+                ListAction::Add { value, detail } => {
+                    match lists::add(&mut conn, kind, value, detail).await? {
+                        (v, lists::Added::New(id)) => {
+                            println!("added {v} to {} (id {id})", kind.table())
+                        }
+                        (v, lists::Added::Existing(id)) => {
+                            println!("{v} is already in {} (id {id})", kind.table())
+                        }
+                    }
+                }
+                ListAction::Remove { value } => {
+                    let (v, ids) = lists::remove(&mut conn, kind, value).await?;
+                    println!("removed {v} from {} (ids {ids:?})", kind.table());
+                }
+                ListAction::List { format } => {
+                    let rows = lists::list(&mut conn, kind).await?;
+                    match format {
+                        Format::Json => {
+                            let j: Vec<_> = rows
+                                .iter()
+                                .map(|r| serde_json::json!({"id": r.id, "value": r.value, "detail": r.detail}))
+                                .collect();
+                            println!("{}", serde_json::to_string_pretty(&j)?);
+                        }
+                        Format::Table => {
+                            println!("{:>6}  {:<44} detail", "id", kind.table());
+                            for r in rows {
+                                println!("{:>6}  {:<44} {}", r.id, r.value, r.detail);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Command::Reload => {
+            let mut conn = connect(&cli).await?;
+            match admin::bump_generations(&mut conn, &["lists", "countries"]).await? {
+                Some(g) => println!(
+                    "reload requested (lists generation {}, countries generation {}); workers pick it up within refresh_secs",
+                    g.lists, g.countries
+                ),
+                None => println!("no sipguard_generation table (old schema): workers re-read the lists every refresh_secs anyway"),
+            }
+        }
+        Command::Warm { timeout } => return warm(&cli, *timeout).await,
+        Command::Explain { address, user, ua } => {
+            let mut conn = connect(&cli).await?;
+            let e = explain::explain(
+                &mut conn,
+                &scanner_patterns(&cli),
+                address,
+                user.as_deref(),
+                ua.as_deref(),
+            )
+            .await?;
+            println!("source {address}");
+            for s in &e.steps {
+                println!("  {:<12} {}", s.check, s.found);
+            }
+            println!("decision: {}", e.decision);
+        }
+        Command::Stats {
+            json,
+            stats_dir: dir,
+        } => {
+            let dir = stats_dir(&cli, dir.clone())?;
+            let workers =
+                stats::read_live(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            let total = stats::total(&workers);
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"workers": workers, "total": total})
+                    )?
+                );
+            } else {
+                print_stats(&workers, &total);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn print_stats(workers: &[stats::WorkerStats], total: &std::collections::BTreeMap<String, u64>) {
+    print!("{:<26}", "counter");
+    for w in workers {
+        print!("{:>12}", format!("pid {}", w.pid));
+    }
+    println!("{:>14}", "total");
+    for (name, sum) in total {
+        print!("{name:<26}");
+        for w in workers {
+            print!("{:>12}", w.counters.get(name).copied().unwrap_or(0));
+        }
+        println!("{sum:>14}");
+    }
+    print!("{:<26}", "lists generation");
+    for w in workers {
+        print!(
+            "{:>12}",
+            w.lists_generation
+                .map(|g| g.to_string())
+                .unwrap_or("-".into())
+        );
+    }
+    println!();
+    println!("{} live worker(s)", workers.len());
+}
+
+async fn warm(cli: &Cli, timeout: u64) -> anyhow::Result<u8> {
+    let dir = stats_dir(cli, None)?;
+    let mut conn = connect(cli).await?;
+    let Some(want) = admin::bump_generations(&mut conn, &["lists", "countries"]).await? else {
+        return Err(anyhow!(
+            "no sipguard_generation table: apply kamailio/sql/schema.sql"
+        ));
+    };
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let workers =
+            stats::read_live(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        let behind: Vec<u32> = workers
+            .iter()
+            .filter(|w| {
+                w.lists_generation < Some(want.lists)
+                    || w.countries_generation < Some(want.countries)
+            })
+            .map(|w| w.pid)
+            .collect();
+        if behind.is_empty() && !workers.is_empty() {
+            println!(
+                "{} worker(s) loaded lists generation {} and countries generation {}",
+                workers.len(),
+                want.lists,
+                want.countries
+            );
+            return Ok(0);
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "sipguard-admin: after {timeout} s, {} of {} worker(s) have not reloaded: {behind:?} (workers start loading at their first request)",
+                behind.len(),
+                workers.len()
+            );
+            return Ok(5);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
