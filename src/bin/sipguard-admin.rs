@@ -143,7 +143,7 @@ fn main() -> ExitCode {
 }
 
 /// The config if readable; commands that only need the database work without it.
-fn load_config(path: &PathBuf) -> Option<Config> {
+fn load_config(path: &std::path::Path) -> Option<Config> {
     Config::load(path).ok()
 }
 
@@ -151,10 +151,12 @@ async fn connect(cli: &Cli) -> anyhow::Result<mysql_async::Conn> {
     let url = match (&cli.db_url, load_config(&cli.config)) {
         (Some(u), _) => u.clone(),
         (None, Some(c)) => c.db_url,
-        (None, None) => return Err(anyhow!(
+        (None, None) => {
+            return Err(anyhow!(
             "no database: pass --db-url (or SIPGUARD_ADMIN_DB_URL), or a readable --config ({})",
             cli.config.display()
-        )),
+        ))
+        }
     };
     let conn = sipguard::db::connect(&url, Duration::from_secs(10))
         .await
