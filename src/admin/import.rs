@@ -328,7 +328,7 @@ mod tests {
             row("2001:2::,2001:2::ffff:ffff:ffff:ffff:ffff,JP")
                 .end
                 .to_string(),
-            "2001:2::ffff:ffff:ffff:ffff:ffff"
+            "2001:2:0:ffff:ffff:ffff:ffff:ffff"
         );
         assert_eq!(parse_line("  ").unwrap(), None);
         assert_eq!(parse_line("# comment").unwrap(), None);
