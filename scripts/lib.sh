@@ -5,7 +5,7 @@
 
 SG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SG_PACKAGES=(kamailio kamailio-lua-modules kamailio-mysql-modules
-    mariadb-server mariadb-client sip-tester lua5.1 iproute2 procps ca-certificates)
+    mariadb-server mariadb-client sip-tester lua5.1 iproute2 procps ca-certificates bc)
 SG_COUNTRY_PKG="@ip-location-db/geo-whois-asn-country"
 
 sg_log() { printf '[sipguard] %s\n' "$*" >&2; }

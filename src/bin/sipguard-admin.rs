@@ -132,7 +132,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("sipguard-admin: {e:#}");
+            eprintln!("sipguard-admin: {}", chain(&e));
             let code = e
                 .downcast_ref::<AdminError>()
                 .map(|a| a.exit_code())
@@ -140,6 +140,22 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+/// The error and its causes on one line, skipping causes already spelled out by the one
+/// before (the MySQL driver nests the same I/O error several times).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+    }
+    out
 }
 
 /// The config if readable; commands that only need the database work without it.
