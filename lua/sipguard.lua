@@ -57,3 +57,14 @@ function check_user_agent(ua)
     sets("$avp(wb_status)", status)
     sets("$avp(wb_type)", kind)
 end
+
+-- all checks in one call (sipguard's own form, cheaper than five lua_run):
+--   lua_run("sipguard_check", "$si", "$ua", "$fU");
+-- sets $avp(wb_status) ("white", "black" or ""), $avp(wb_type) (ip, ua, country, user) and
+-- $avp(countryCode). User-Agent and user may be left out.
+function sipguard_check(ip, ua, user)
+    local status, kind, cc = sipguard.check(ip, ua, user)
+    sets("$avp(wb_status)", status)
+    sets("$avp(wb_type)", kind)
+    sets("$avp(countryCode)", cc)
+end

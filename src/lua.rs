@@ -152,6 +152,18 @@ fn check_user_agent(lua: &Lua, ua: Option<LuaString>) -> LuaResult<(&'static str
     }))
 }
 
+/// `check(ip, ua, user)` → `status, type, country`: every check in one call.
+fn check(
+    lua: &Lua,
+    (ip, ua, user): (Option<LuaString>, Option<LuaString>, Option<LuaString>),
+) -> LuaResult<(&'static str, &'static str, String)> {
+    let (ip, ua, user) = (text(ip), text(ua), text(user));
+    Ok(call(lua, "sipguard_check", ("", "", String::new()), |g| {
+        let (v, cc) = g.check_all(&ip, &ua, &user);
+        (v.status(), v.kind(), cc.to_string())
+    }))
+}
+
 /// Builds the module table; `require "sipguard"` returns it. Does no I/O: it runs in
 /// Kamailio's main process before fork, and again in every child.
 #[mlua::lua_module(skip_memory_check)]
@@ -170,6 +182,7 @@ fn sipguard(lua: &Lua) -> LuaResult<LuaTable> {
         lua.create_function(check_user_blacklist)?,
     )?;
     t.set("check_user_agent", lua.create_function(check_user_agent)?)?;
+    t.set("check", lua.create_function(check)?)?;
     t.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(t)
 }

@@ -37,6 +37,7 @@ counters! {
     check_country_blacklist: "Calls of check_country_blacklist.",
     check_user_blacklist: "Calls of check_user_blacklist.",
     check_user_agent: "Calls of check_user_agent.",
+    sipguard_check: "Calls of sipguard_check (all checks in one call).",
     cache_hits: "Per-source answers served from the cache.",
     cache_misses: "Per-source answers computed.",
     bad_input: "Arguments that were not a usable address or country code.",

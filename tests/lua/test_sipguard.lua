@@ -85,6 +85,25 @@ check("1 KB of control bytes as UA is not a scanner", avps["$avp(wb_status)"], "
 run("check_blacklist", "198.51.100.7")
 check("allow-listed address inside a listed network: white", avps["$avp(wb_status)"], "white")
 
+local function check_all(ip, ua, user)
+    avps = {}
+    local ok, err = pcall(sipguard_check, ip, ua, user)
+    check("sipguard_check raises no Lua error", ok, true)
+    if not ok then print("  " .. tostring(err)) end
+end
+check_all("2.20.179.10", "Linphone", "alice")
+check("one call: listed country", avps["$avp(wb_type)"], "country")
+check("one call: sets the country too", avps["$avp(countryCode)"], "ES")
+check_all("3.2.35.60", "friendly-scanner", "alice")
+check("one call: scanner UA", avps["$avp(wb_type)"], "ua")
+check_all("3.2.35.60", "Linphone", "1000")
+check("one call: listed user", avps["$avp(wb_type)"], "user")
+check_all("198.51.100.7", "friendly-scanner", "1000")
+check("one call: allow-list wins over everything", avps["$avp(wb_status)"], "white")
+check_all("3.2.35.60", nil, nil)
+check("one call: clean source", avps["$avp(wb_status)"], "")
+check("one call: clean source has its country", avps["$avp(countryCode)"], "DE")
+
 local bad_lines = 0
 for _, l in ipairs(logs) do
     if l:find("not an IP address", 1, true) or l:find("too long", 1, true) or l:find("empty address", 1, true) then
