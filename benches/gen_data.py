@@ -65,7 +65,7 @@ def sources(n):
 hot = sources(300)
 with open(f"{out}/hot.csv", "w") as f:
     f.write("SEQUENTIAL\n" + "".join(f"{s};\n" for s in hot))
-cold = list(dict.fromkeys(sources(101000)))[:100000]
+cold = list(dict.fromkeys(sources(104000)))[:100000]
 with open(f"{out}/cold.csv", "w") as f:
     f.write("SEQUENTIAL\n" + "".join(f"{s};\n" for s in cold))
 print(f"{len(black)} list rows, {len(hot)} hot sources, {len(cold)} cold sources")

@@ -178,14 +178,15 @@ E = summary.get("E", {}).get("us_median")
 N_hot = summary.get("N-hot", {}).get("us_median")
 N_cold = summary.get("N-cold", {}).get("us_median")
 lines = [f"Kamailio CPU per request at {rate} req/s offered ({secs} s x {rounds} rounds, alternated; median [min-max]):", "",
-         "| configuration | CPU us/req | x L | x E | x N | max rate (<1% fail) | p50 ms | p99 ms | failed |",
+         "| configuration | Kamailio CPU us/req | x L | x E | x N | max rate req/s (<1% fail) | p50 ms | p99 ms | failed |",
          "|---|---|---|---|---|---|---|---|---|"]
 for name, s in summary.items():
     n = N_cold if name.endswith("cold") else N_hot
     ratio = lambda base: f"{s['us_median'] / base:.2f}" if base else "-"
     extra = f" (+{s['db_us_median']:.0f} us MariaDB)" if name == "P" else ""
+    ms = lambda v: "<1" if v < 1 else f"{v:.0f}"  # sipp's rtd has 1 ms resolution
     lines.append(f"| {name} | {s['us_median']:.1f} [{s['us_min']:.1f}-{s['us_max']:.1f}]{extra} | {ratio(L)} | {ratio(E)} | {ratio(n)} | "
-                 f"{s['max_rate'] if s['max_rate'] is not None else '-'} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['failed']} |")
+                 f"{s['max_rate'] if s['max_rate'] is not None else '-'} | {ms(s['p50_ms'])} | {ms(s['p99_ms'])} | {s['failed']} |")
 lines.append("")
 lines.append("Resident memory of each instance (all processes, kB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
 open(f"{run}/results.md", "w").write("\n".join(lines) + "\n")
