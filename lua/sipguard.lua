@@ -23,11 +23,20 @@ end
 
 local sets = KSR.pv.sets
 
+-- $avp(wb_status) is always written ("" when clear), as the post's cfg expects; $avp(wb_type)
+-- only when something matched: each KSR.pv.sets costs about a microsecond inside Kamailio,
+-- and an unset wb_type reads as $null, which the post's alert line never sees (it runs only
+-- for "black").
+local function verdict(status, kind)
+    sets("$avp(wb_status)", status)
+    if kind ~= "" then
+        sets("$avp(wb_type)", kind)
+    end
+end
+
 -- check blacklist: "black" when the source address or a network containing it is listed
 function check_blacklist(ip)
-    local status, kind = sipguard.check_blacklist(ip)
-    sets("$avp(wb_status)", status)
-    sets("$avp(wb_type)", kind)
+    verdict(sipguard.check_blacklist(ip))
 end
 
 -- get country code from IP address: ISO code, or "" when unknown, private or loopback
@@ -37,34 +46,29 @@ end
 
 -- check countries blacklisted: "black" when the code is in black_list_country
 function check_country_blacklist(country)
-    local status, kind = sipguard.check_country_blacklist(country)
-    sets("$avp(wb_status)", status)
-    sets("$avp(wb_type)", kind)
+    verdict(sipguard.check_country_blacklist(country))
 end
 
 -- sipguard's own checks, same AVPs --------------------------------------------------------
 
 -- check users blacklisted: "black" when the SIP user name ($au, $fU) is in black_list_user
 function check_user_blacklist(user)
-    local status, kind = sipguard.check_user_blacklist(user)
-    sets("$avp(wb_status)", status)
-    sets("$avp(wb_type)", kind)
+    verdict(sipguard.check_user_blacklist(user))
 end
 
 -- check scanner User-Agents: "black" when $ua contains a scanner pattern (config or black_list_ua)
 function check_user_agent(ua)
-    local status, kind = sipguard.check_user_agent(ua)
-    sets("$avp(wb_status)", status)
-    sets("$avp(wb_type)", kind)
+    verdict(sipguard.check_user_agent(ua))
 end
 
 -- all checks in one call (sipguard's own form, cheaper than five lua_run):
 --   lua_run("sipguard_check", "$si", "$ua", "$fU");
--- sets $avp(wb_status) ("white", "black" or ""), $avp(wb_type) (ip, ua, country, user) and
--- $avp(countryCode). User-Agent and user may be left out.
+-- sets $avp(wb_status) ("white", "black" or ""), and when they have a value $avp(wb_type)
+-- (ip, ua, country, user) and $avp(countryCode). User-Agent and user may be left out.
 function sipguard_check(ip, ua, user)
     local status, kind, cc = sipguard.check(ip, ua, user)
-    sets("$avp(wb_status)", status)
-    sets("$avp(wb_type)", kind)
-    sets("$avp(countryCode)", cc)
+    verdict(status, kind)
+    if cc ~= "" then
+        sets("$avp(countryCode)", cc)
+    end
 end

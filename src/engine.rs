@@ -342,7 +342,7 @@ fn no_data(policy: NoDataPolicy) -> Verdict {
 }
 
 /// `get_countrycode`: the ISO code for a source, `""` when unknown, local or not loaded.
-pub fn country_of(ranges: Option<&CountryRanges>, ip: IpAddr) -> &str {
+pub fn country_of(ranges: Option<&CountryRanges>, ip: IpAddr) -> &'static str {
     if !addr::is_public(ip) {
         return "";
     }

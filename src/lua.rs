@@ -115,11 +115,9 @@ fn check_blacklist(lua: &Lua, ip: Option<LuaString>) -> LuaResult<(&'static str,
 }
 
 /// `get_countrycode(ip)` → ISO code or `""`.
-fn get_countrycode(lua: &Lua, ip: Option<LuaString>) -> LuaResult<String> {
+fn get_countrycode(lua: &Lua, ip: Option<LuaString>) -> LuaResult<&'static str> {
     let ip = text(ip);
-    Ok(call(lua, "get_countrycode", String::new(), |g| {
-        g.country_code(&ip).to_string()
-    }))
+    Ok(call(lua, "get_countrycode", "", |g| g.country_code(&ip)))
 }
 
 /// `check_country_blacklist(cc)` → `status, type` (`"black", "country"` or `"", ""`).
@@ -156,11 +154,11 @@ fn check_user_agent(lua: &Lua, ua: Option<LuaString>) -> LuaResult<(&'static str
 fn check(
     lua: &Lua,
     (ip, ua, user): (Option<LuaString>, Option<LuaString>, Option<LuaString>),
-) -> LuaResult<(&'static str, &'static str, String)> {
+) -> LuaResult<(&'static str, &'static str, &'static str)> {
     let (ip, ua, user) = (text(ip), text(ua), text(user));
-    Ok(call(lua, "sipguard_check", ("", "", String::new()), |g| {
+    Ok(call(lua, "sipguard_check", ("", "", ""), |g| {
         let (v, cc) = g.check_all(&ip, &ua, &user);
-        (v.status(), v.kind(), cc.to_string())
+        (v.status(), v.kind(), cc)
     }))
 }
 

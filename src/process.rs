@@ -88,7 +88,7 @@ impl Data {
 #[derive(Clone)]
 struct SourceAnswer {
     verdict: Verdict,
-    country: Arc<str>,
+    country: &'static str,
 }
 
 /// State only the Lua thread touches; the mutex is never contended.
@@ -182,11 +182,11 @@ impl Guard {
     }
 
     /// `get_countrycode($si)`: the ISO code or `""`.
-    pub fn country_code(&self, raw: &str) -> Arc<str> {
+    pub fn country_code(&self, raw: &str) -> &'static str {
         bump(&self.data.counters.get_countrycode);
         self.answer(raw, "get_countrycode")
             .map(|a| a.country)
-            .unwrap_or_else(|| Arc::from(""))
+            .unwrap_or("")
     }
 
     /// `check_country_blacklist($avp(countryCode))`.
@@ -237,11 +237,11 @@ impl Guard {
     /// blacklist, scanner User-Agent, country, user) in one call, with the source's country.
     /// One `lua_run` instead of five is most of the saving: app_lua's own cost per call
     /// dwarfs the lookups.
-    pub fn check_all(&self, ip: &str, ua: &str, user: &str) -> (Verdict, Arc<str>) {
+    pub fn check_all(&self, ip: &str, ua: &str, user: &str) -> (Verdict, &'static str) {
         bump(&self.data.counters.sipguard_check);
         let (verdict, cc) = match self.answer(ip, "sipguard_check") {
             Some(a) => (a.verdict, a.country),
-            None => (Verdict::Clear, Arc::from("")),
+            None => (Verdict::Clear, ""),
         };
         if verdict != Verdict::Clear {
             return (self.count(&verdict), cc);
@@ -250,7 +250,7 @@ impl Guard {
         let lists = lists.as_deref();
         let mut v = engine::check_user_agent(lists, &self.default_user_agents, ua);
         if v == Verdict::Clear {
-            v = engine::check_country(lists, &cc, self.cfg.on_no_data);
+            v = engine::check_country(lists, cc, self.cfg.on_no_data);
         }
         if v == Verdict::Clear && !user.is_empty() {
             v = engine::check_user(lists, user, self.cfg.on_no_data);
@@ -316,7 +316,7 @@ impl Guard {
         let countries = self.data.countries();
         let answer = SourceAnswer {
             verdict: engine::check_ip(lists.as_deref(), ip, self.cfg.on_no_data),
-            country: Arc::from(engine::country_of(countries.as_deref(), ip)),
+            country: engine::country_of(countries.as_deref(), ip),
         };
         local.cache.put(ip, answer.clone(), now);
         Some(answer)
@@ -642,7 +642,7 @@ mod tests {
             "es",
         );
         g.data().publish_countries(b.build());
-        assert_eq!(&*g.country_code("2.20.179.9"), "ES");
+        assert_eq!(g.country_code("2.20.179.9"), "ES");
         assert_eq!(g.check_country("ES").status(), "black");
         // Publishing new lists invalidates cached answers.
         g.data().publish_lists(Lists::default());
@@ -654,7 +654,7 @@ mod tests {
         let g = guard();
         for junk in ["", "x".repeat(1023).as_str(), "' OR 1=1 --", "1.2.3.4\u{0}"] {
             assert_eq!(g.check_blacklist(junk), Verdict::Clear);
-            assert_eq!(&*g.country_code(junk), "");
+            assert_eq!(g.country_code(junk), "");
         }
         let logs = g.take_logs();
         assert_eq!(logs.len(), 1, "{logs:?}");

@@ -16,6 +16,8 @@ pub trait RangeKey: Copy + Ord + std::fmt::Debug {
     fn pred(self) -> Option<Self>;
     /// Width as u128 (saturating for the full IPv6 space), used to order ranges narrowest first.
     fn width(start: Self, end: Self) -> u128;
+    /// The first-level bucket (top 16 bits) for keys dense enough to index, else `None`.
+    fn bucket(self) -> Option<usize>;
 }
 
 impl RangeKey for u32 {
@@ -27,6 +29,9 @@ impl RangeKey for u32 {
     }
     fn width(start: Self, end: Self) -> u128 {
         (end - start) as u128
+    }
+    fn bucket(self) -> Option<usize> {
+        Some((self >> 16) as usize)
     }
 }
 
@@ -40,6 +45,9 @@ impl RangeKey for u128 {
     fn width(start: Self, end: Self) -> u128 {
         end - start
     }
+    fn bucket(self) -> Option<usize> {
+        None
+    }
 }
 
 /// Disjoint, sorted segments of one address family.
@@ -48,6 +56,11 @@ pub struct Segments<K> {
     starts: Vec<K>,
     ends: Vec<K>,
     codes: Vec<u16>,
+    /// For IPv4: `index[b]` is the first segment whose start is in /16 bucket `b` or later
+    /// (65,537 entries, 256 KB). A lookup then binary-searches a handful of segments that sit
+    /// in one or two cache lines, instead of ~19 probes across 3 MB: a botnet sweep of fresh
+    /// sources is bound by memory latency, not by instructions.
+    index: Vec<u32>,
 }
 
 impl<K: RangeKey> Segments<K> {
@@ -94,6 +107,7 @@ impl<K: RangeKey> Segments<K> {
             starts: Vec::with_capacity(painted.len()),
             ends: Vec::with_capacity(painted.len()),
             codes: Vec::with_capacity(painted.len()),
+            index: Vec::new(),
         };
         for (s, (e, code)) in painted {
             // Merge touching segments of the same country: fewer entries, same answers.
@@ -110,12 +124,31 @@ impl<K: RangeKey> Segments<K> {
         out.starts.shrink_to_fit();
         out.ends.shrink_to_fit();
         out.codes.shrink_to_fit();
+        if out.starts.first().and_then(|s| s.bucket()).is_some() {
+            let mut index = Vec::with_capacity(65_537);
+            let mut i = 0usize;
+            for b in 0..=65_536usize {
+                while i < out.starts.len() && out.starts[i].bucket().is_some_and(|sb| sb < b) {
+                    i += 1;
+                }
+                index.push(i as u32);
+            }
+            out.index = index;
+        }
         out
     }
 
     /// The code index of the segment containing `k`.
     pub fn lookup(&self, k: K) -> Option<u16> {
-        let i = self.starts.partition_point(|&s| s <= k).checked_sub(1)?;
+        // The containing segment starts in k's bucket or is the last one before it.
+        let (lo, hi) = match k.bucket() {
+            Some(b) if !self.index.is_empty() => (
+                (self.index[b] as usize).saturating_sub(1),
+                self.index[b + 1] as usize,
+            ),
+            _ => (0, self.starts.len()),
+        };
+        let i = (lo + self.starts[lo..hi].partition_point(|&s| s <= k)).checked_sub(1)?;
         (k <= self.ends[i]).then(|| self.codes[i])
     }
 
@@ -130,12 +163,28 @@ impl<K: RangeKey> Segments<K> {
     }
 }
 
+/// Country codes as `&'static str`, interned once per process: there are a few hundred, and
+/// a static answer costs a request no allocation however often the data is reloaded.
+fn intern(code: &str) -> &'static str {
+    static CODES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut codes = CODES.lock().unwrap_or_else(|p| p.into_inner());
+    match codes.get(code) {
+        Some(c) => c,
+        None => {
+            let c: &'static str = Box::leak(code.to_string().into_boxed_str());
+            codes.insert(c);
+            c
+        }
+    }
+}
+
 /// Country table for both families, with codes interned (segments store a `u16`).
 #[derive(Debug, Clone, Default)]
 pub struct CountryRanges {
     v4: Segments<u32>,
     v6: Segments<u128>,
-    codes: Vec<Box<str>>,
+    codes: Vec<&'static str>,
 }
 
 /// Collects rows before flattening; interns country codes upper-cased.
@@ -143,8 +192,8 @@ pub struct CountryRanges {
 pub struct CountryRangesBuilder {
     v4: Vec<(u32, u32, u16)>,
     v6: Vec<(u128, u128, u16)>,
-    codes: Vec<Box<str>>,
-    index: std::collections::HashMap<Box<str>, u16>,
+    codes: Vec<&'static str>,
+    index: std::collections::HashMap<&'static str, u16>,
 }
 
 impl CountryRangesBuilder {
@@ -153,9 +202,10 @@ impl CountryRangesBuilder {
         if let Some(&i) = self.index.get(code.as_str()) {
             return i;
         }
+        let code = intern(&code);
         let i = self.codes.len() as u16;
-        self.codes.push(code.clone().into());
-        self.index.insert(code.into(), i);
+        self.codes.push(code);
+        self.index.insert(code, i);
         i
     }
 
@@ -183,12 +233,12 @@ impl CountryRangesBuilder {
 
 impl CountryRanges {
     /// The ISO code of the narrowest range containing `ip`, if any.
-    pub fn lookup(&self, ip: IpAddr) -> Option<&str> {
+    pub fn lookup(&self, ip: IpAddr) -> Option<&'static str> {
         let idx = match ip {
             IpAddr::V4(v4) => self.v4.lookup(u32::from(v4)),
             IpAddr::V6(v6) => self.v6.lookup(u128::from(v6)),
         }?;
-        self.codes.get(idx as usize).map(|c| &**c)
+        self.codes.get(idx as usize).copied()
     }
 
     /// Segments held (IPv4, IPv6), for logs and stats.
@@ -217,7 +267,7 @@ mod tests {
         b.build()
     }
 
-    fn cc<'a>(t: &'a CountryRanges, ip: &str) -> Option<&'a str> {
+    fn cc(t: &CountryRanges, ip: &str) -> Option<&'static str> {
         t.lookup(ip.parse().unwrap())
     }
 
@@ -296,6 +346,31 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s.lookup(v4("1.0.1.9")), Some(0));
         assert_eq!(s.lookup(v4("1.0.2.0")), Some(1));
+    }
+
+    /// The /16 index must give the same answers as a plain binary search, across buckets.
+    #[test]
+    fn bucket_index_agrees_with_plain_search() {
+        let rows: Vec<(u32, u32, u16)> = (0..2000u32)
+            .map(|i| {
+                let s = i.wrapping_mul(2_654_435_761) & 0xffff_f000;
+                (s, s + (i % 7) * 40_000, (i % 5) as u16)
+            })
+            .collect();
+        let seg = Segments::build(rows);
+        assert!(!seg.index.is_empty());
+        let plain = |k: u32| {
+            let i = seg.starts.partition_point(|&s| s <= k).checked_sub(1)?;
+            (k <= seg.ends[i]).then(|| seg.codes[i])
+        };
+        let mut k = 1u32;
+        for _ in 0..200_000 {
+            k = k.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            assert_eq!(seg.lookup(k), plain(k), "k={k}");
+        }
+        for &edge in &[0u32, 1, 0xffff, 0x1_0000, u32::MAX - 1, u32::MAX] {
+            assert_eq!(seg.lookup(edge), plain(edge));
+        }
     }
 
     /// Brute force over a small space: every point answers the narrowest covering range.

@@ -42,7 +42,7 @@ check("bracketed IPv6 in listed network: wb_status", avps["$avp(wb_status)"], "b
 
 run("check_blacklist", "192.0.2.1")
 check("clean address: wb_status empty", avps["$avp(wb_status)"], "")
-check("clean address: wb_type empty", avps["$avp(wb_type)"], "")
+check("clean address: wb_type not written", avps["$avp(wb_type)"], nil)
 
 run("get_countrycode", "2.20.179.10")
 check("country of a Spanish address", avps["$avp(countryCode)"], "ES")
@@ -103,6 +103,8 @@ check("one call: allow-list wins over everything", avps["$avp(wb_status)"], "whi
 check_all("3.2.35.60", nil, nil)
 check("one call: clean source", avps["$avp(wb_status)"], "")
 check("one call: clean source has its country", avps["$avp(countryCode)"], "DE")
+check_all("10.0.0.1", nil, nil)
+check("one call: no country, countryCode not written", avps["$avp(countryCode)"], nil)
 
 local bad_lines = 0
 for _, l in ipairs(logs) do
