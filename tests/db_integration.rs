@@ -126,7 +126,7 @@ fn decisions_from_real_data_and_connection_reuse() {
     let g = Guard::start(config(&ro_url, ""));
     // The first request waits (bounded) for the first load, so it already sees the data.
     assert_eq!(g.check_blacklist("203.0.113.9").kind(), "ip");
-    assert!(eventually(Duration::from_secs(5), || &*g
+    assert!(eventually(Duration::from_secs(5), || g
         .country_code("2.20.179.10")
         == "ES"));
     assert_eq!(g.check_blacklist("198.51.100.1").status(), "black");
