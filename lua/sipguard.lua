@@ -12,13 +12,16 @@ local sipguard = require "sipguard"
 
 -- Parses the config file ($SIPGUARD_CONFIG, default /etc/kamailio/sipguard.json). A broken
 -- config raises here, so Kamailio refuses to start and says which field is wrong.
-local ok, err = sipguard.init()
+local ok, err, warnings = sipguard.init()
 if not ok then
     error(err, 0)
 end
 
 if KSR ~= nil and KSR.log ~= nil then
     sipguard.set_logger(function(level, msg) KSR.log(level, msg .. "\n") end)
+    for _, w in ipairs(warnings) do
+        KSR.log("warn", w .. "\n")
+    end
 end
 
 local sets = KSR.pv.sets

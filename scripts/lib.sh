@@ -43,13 +43,14 @@ sg_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# sg_mariadb_start DIR: a private MariaDB in DIR (datadir, socket, log), loopback only.
+# sg_mariadb_start DIR [PORT]: a private MariaDB in DIR (datadir, socket, log), loopback only,
+# on PORT or a free one (restarting on the same datadir and port keeps data and users).
 # Sets SG_DB_PORT and SG_DB_SOCK. Creates database `kamailio`, the read-only user
 # `sipguard_ro` (SELECT only, as the post's connect_ro) and the admin user `sipguard_admin`.
 sg_mariadb_start() {
     local dir="$1"
     mkdir -p "$dir" && dir=$(cd "$dir" && pwd)
-    SG_DB_PORT=$(sg_free_port)
+    SG_DB_PORT=${2:-$(sg_free_port)}
     SG_DB_SOCK="$dir/mysql.sock"
     local user; user=$(id -un)
     if [ ! -d "$dir/data/mysql" ]; then
@@ -154,7 +155,8 @@ sg_write_config() {
   "db_url": "$(sg_ro_url)",
   "query_timeout_ms": 500,
   "refresh_secs": 1,
-  "stats_dir": "$(cd "$(dirname "$file")" && pwd)/stats"${extra:+,
+  "stats_dir": "$(cd "$(dirname "$file")" && pwd)/stats",
+  "snapshot_dir": "$(cd "$(dirname "$file")" && pwd)/snapshot"${extra:+,
   $extra}
 }
 JSON

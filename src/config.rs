@@ -58,6 +58,10 @@ pub struct Config {
     /// `warm`; `null` turns publishing off.
     #[serde(default = "defaults::stats_dir")]
     pub stats_dir: Option<PathBuf>,
+    /// Where workers keep the last loaded lists and country ranges, so a Kamailio started while
+    /// the database is down enforces them; `null` turns it off.
+    #[serde(default = "defaults::snapshot_dir")]
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 mod defaults {
@@ -85,6 +89,9 @@ mod defaults {
     }
     pub fn log_interval_secs() -> u64 {
         10
+    }
+    pub fn snapshot_dir() -> Option<std::path::PathBuf> {
+        Some("/var/lib/kamailio/sipguard".into())
     }
     pub fn stats_dir() -> Option<std::path::PathBuf> {
         Some("/run/kamailio/sipguard".into())
@@ -131,12 +138,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The file named by `SIPGUARD_CONFIG`, or [`DEFAULT_PATH`].
+    pub fn env_path() -> PathBuf {
+        std::env::var_os(ENV_VAR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    }
+
     /// Reads the file named by `SIPGUARD_CONFIG`, or [`DEFAULT_PATH`].
     pub fn from_env() -> Result<Config, ConfigError> {
-        let path = std::env::var_os(ENV_VAR)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
-        Config::load(&path)
+        Config::load(&Config::env_path())
     }
 
     /// Reads and validates one file.
@@ -146,6 +157,26 @@ impl Config {
             source,
         })?;
         Config::parse(&text, path)
+    }
+
+    /// Things in a usable config the operator should still fix: today, a file that other users
+    /// can read while `db_url` holds a password.
+    pub fn warnings(&self, path: &Path) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let has_password = mysql_async::Opts::from_url(&self.db_url)
+            .ok()
+            .and_then(|o| o.pass().map(|p| !p.is_empty()))
+            .unwrap_or(false);
+        if let Ok(meta) = std::fs::metadata(path) {
+            if has_password && meta.permissions().mode() & 0o004 != 0 {
+                out.push(format!(
+                    "{} is readable by every user and db_url holds a password: chmod 640 (owner root, group kamailio) or 600",
+                    path.display()
+                ));
+            }
+        }
+        out
     }
 
     /// Parses and validates JSON text; `path` is only used in messages.
@@ -263,6 +294,19 @@ mod tests {
             assert!(msg.contains(field), "{text} -> {msg}");
             assert!(msg.contains("test.json"), "{msg}");
         }
+    }
+
+    #[test]
+    fn world_readable_config_with_password_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("sipguard-cfg-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"db_url": "mysql://ro:secret@127.0.0.1/k"}"#).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.warnings(&path).len(), 1);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(c.warnings(&path).is_empty());
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@ use thiserror::Error;
 use tokio::time::timeout;
 
 use crate::engine::{ListRow, ListRows};
-use crate::ranges::{CountryRanges, CountryRangesBuilder};
+use crate::ranges::CountryRangesBuilder;
 
 /// Why a database call gave no answer.
 #[derive(Debug, Error)]
@@ -226,7 +226,7 @@ pub struct CountryLoad {
 pub async fn load_countries(
     conn: &mut Conn,
     limit: Duration,
-) -> Result<(CountryRanges, CountryLoad), DbError> {
+) -> Result<(CountryRangesBuilder, CountryLoad), DbError> {
     let mut b = CountryRangesBuilder::default();
     let mut stats = CountryLoad::default();
     let v4 = async {
@@ -274,7 +274,7 @@ pub async fn load_countries(
         Err(e) if e.is_missing_table() => stats.missing.push("ipcountry6"),
         Err(e) => return Err(e),
     }
-    Ok((b.build(), stats))
+    Ok((b, stats))
 }
 
 fn to_u128(b: &[u8]) -> Option<u128> {

@@ -15,7 +15,7 @@ use crate::ranges::CountryRanges;
 use crate::uamatch::{UaMatcher, UaPattern};
 
 /// One row of a list table as stored: the engine validates `value` itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListRow {
     /// The table's primary key, reported in logs so the operator can fix the row.
     pub id: i64,
@@ -48,7 +48,7 @@ pub struct Rejected {
 }
 
 /// Every list table's rows, as read: the engine validates the values itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListRows {
     /// `black_list`: addresses and networks.
     pub black: Vec<ListRow>,

@@ -10,6 +10,7 @@
 //! | `cache`    | per-source LRU with TTL                                      |
 //! | `config`   | the JSON config file                                         |
 //! | `db`       | MySQL reads, each under a deadline                           |
+//! | `snapshot` | last loaded data on disk, for starts without the database |
 //! | `stats`    | per-worker counters, published as files                 |
 //! | `logq`     | log lines from the loader thread to Kamailio's log           |
 //! | `process`  | per-process state, keyed by pid, and its loader thread       |
@@ -26,6 +27,7 @@ pub mod logq;
 pub mod netset;
 pub mod process;
 pub mod ranges;
+pub mod snapshot;
 pub mod stats;
 pub mod uamatch;
 

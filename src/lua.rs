@@ -27,17 +27,21 @@ fn text(arg: Option<LuaString>) -> String {
 /// Parses the config (argument, or `SIPGUARD_CONFIG`, or the default path) and keeps it for
 /// this process. Returns `true`, or `nil, message`: the Lua file raises that message as a plain
 /// string, since app_lua prints a Rust error object only as "unknown".
-fn init(_: &Lua, path: Option<String>) -> LuaResult<(Option<bool>, Option<String>)> {
-    let cfg = match path {
-        Some(p) => Config::load(p.as_ref()),
-        None => Config::from_env(),
-    };
-    match cfg {
+/// A third value lists warnings (e.g. a world-readable file holding a password).
+fn init(lua: &Lua, path: Option<String>) -> LuaResult<(Option<bool>, Option<String>, LuaTable)> {
+    let path = path
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(Config::env_path);
+    let warnings = lua.create_table()?;
+    match Config::load(&path) {
         Ok(cfg) => {
+            for (i, w) in cfg.warnings(&path).into_iter().enumerate() {
+                warnings.raw_set(i + 1, format!("sipguard: {w}"))?;
+            }
             *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(cfg));
-            Ok((Some(true), None))
+            Ok((Some(true), None, warnings))
         }
-        Err(e) => Ok((None, Some(e.to_string()))),
+        Err(e) => Ok((None, Some(e.to_string()), warnings)),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::db;
 use crate::engine::{self, ListRows, Lists, Verdict};
 use crate::logq::{Level, LogQueue, RateLimit};
 use crate::ranges::CountryRanges;
+use crate::snapshot;
 use crate::stats::{self, bump, Counters, WorkerStats};
 use crate::uamatch::UaMatcher;
 
@@ -360,6 +361,10 @@ mod loader {
         countries_generation: Option<u64>,
         /// Missing list tables are reported once, not every round.
         reported_missing: bool,
+        /// The local snapshot is consulted once, when the database fails before any load.
+        snapshot_tried: bool,
+        /// A snapshot write failure is reported once.
+        snapshot_write_failed: bool,
         country_marker: Option<String>,
         healthy: Option<bool>,
         /// Bad rows are logged once per id, not on every refresh.
@@ -434,6 +439,75 @@ mod loader {
         )
     }
 
+    /// Database down and nothing loaded yet in this process: enforce the last snapshot.
+    fn load_snapshot(cfg: &Config, data: &Data) {
+        let Some(dir) = &cfg.snapshot_dir else { return };
+        if data.lists().is_none() {
+            match snapshot::read_lists(dir) {
+                Ok(rows) => {
+                    let (lists, _) = Lists::build(&rows, &cfg.scanner_user_agents);
+                    data.logs.push(
+                        Level::Warn,
+                        format!(
+                            "database unavailable at start: enforcing the lists saved in {} ({})",
+                            dir.display(),
+                            lists.summary()
+                        ),
+                    );
+                    data.publish_lists(lists);
+                }
+                Err(e) => data.logs.push(
+                    Level::Err,
+                    format!(
+                        "no usable list snapshot ({e}); policy on_no_data={:?} applies",
+                        cfg.on_no_data
+                    ),
+                ),
+            }
+        }
+        if cfg.country && data.countries().is_none() {
+            match snapshot::read_countries(dir) {
+                Ok(b) => {
+                    let rows = b.rows();
+                    data.publish_countries(b.build());
+                    release_freed_memory();
+                    data.logs.push(
+                        Level::Warn,
+                        format!("database unavailable at start: using the {rows} country ranges saved in {}", dir.display()),
+                    );
+                }
+                Err(e) => data.logs.push(
+                    Level::Err,
+                    format!("no usable country snapshot ({e}); get_countrycode answers \"\" until the database is back"),
+                ),
+            }
+        }
+    }
+
+    fn save_snapshot(
+        cfg: &Config,
+        data: &Data,
+        round: &mut Round,
+        what: &str,
+        result: std::io::Result<()>,
+    ) {
+        match result {
+            Err(e) if !round.snapshot_write_failed => {
+                round.snapshot_write_failed = true;
+                let dir = cfg
+                    .snapshot_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("?"));
+                data.logs.push(
+                    Level::Warn,
+                    format!("cannot save the {what} snapshot in {}: {e}", dir.display()),
+                );
+            }
+            Err(_) => {}
+            Ok(()) => round.snapshot_write_failed = false,
+        }
+    }
+
     fn report(cfg: &Config, data: &Data, round: &mut Round, result: Result<(), db::DbError>) {
         if let Err(e) = &result {
             bump(if e.is_timeout() {
@@ -441,6 +515,12 @@ mod loader {
             } else {
                 &data.counters.db_errors
             });
+            if !round.snapshot_tried {
+                round.snapshot_tried = true;
+                load_snapshot(cfg, data);
+            }
+        } else {
+            round.snapshot_tried = true;
         }
         match result {
             Ok(()) => {
@@ -515,7 +595,7 @@ mod loader {
                 || round.country_marker != marker
                 || round.countries_generation != gen
             {
-                load_countries(cfg, data, conn).await?;
+                load_countries(cfg, data, round, conn).await?;
                 round.country_marker = marker;
                 round.countries_generation = gen;
             }
@@ -558,6 +638,10 @@ mod loader {
                 .push(Level::Info, format!("lists loaded: {}", lists.summary()));
             data.publish_lists(lists);
             bump(&data.counters.list_loads);
+            if let Some(dir) = &cfg.snapshot_dir {
+                let saved = snapshot::write_lists(dir, &tables.rows);
+                save_snapshot(cfg, data, round, "lists", saved);
+            }
             round.last_lists = Some(tables.rows);
         }
         Ok(())
@@ -566,10 +650,16 @@ mod loader {
     async fn load_countries(
         cfg: &Config,
         data: &Data,
+        round: &mut Round,
         conn: &mut mysql_async::Conn,
     ) -> Result<(), db::DbError> {
         let started = Instant::now();
-        let (ranges, load) = db::load_countries(conn, cfg.load_timeout()).await?;
+        let (builder, load) = db::load_countries(conn, cfg.load_timeout()).await?;
+        if let Some(dir) = &cfg.snapshot_dir {
+            let saved = snapshot::write_countries(dir, &builder);
+            save_snapshot(cfg, data, round, "countries", saved);
+        }
+        let ranges = builder.build();
         data.counters.db_queries.fetch_add(2, Ordering::Relaxed);
         let (v4, v6) = ranges.sizes();
         data.publish_countries(ranges);
@@ -602,7 +692,7 @@ mod tests {
 
     fn guard() -> Arc<Guard> {
         let cfg = Config::parse(
-            r#"{"db_url":"mysql://u@127.0.0.1:1/db","log_interval_secs":3600}"#,
+            r#"{"db_url":"mysql://u@127.0.0.1:1/db","log_interval_secs":3600,"stats_dir":null,"snapshot_dir":null}"#,
             Path::new("t"),
         )
         .unwrap();

@@ -221,6 +221,90 @@ impl CountryRangesBuilder {
         self.v6.push((start, end, c));
     }
 
+    /// The rows as bytes, for the local snapshot: codes, then IPv4 and IPv6 rows, little-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.v4.len() * 10 + self.v6.len() * 34);
+        out.extend_from_slice(&(self.codes.len() as u32).to_le_bytes());
+        for c in &self.codes {
+            out.push(c.len() as u8);
+            out.extend_from_slice(c.as_bytes());
+        }
+        out.extend_from_slice(&(self.v4.len() as u64).to_le_bytes());
+        for (s, e, c) in &self.v4 {
+            out.extend_from_slice(&s.to_le_bytes());
+            out.extend_from_slice(&e.to_le_bytes());
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.v6.len() as u64).to_le_bytes());
+        for (s, e, c) in &self.v6 {
+            out.extend_from_slice(&s.to_le_bytes());
+            out.extend_from_slice(&e.to_le_bytes());
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads [`Self::encode`]'s bytes back; any inconsistency is an error, never a partial table.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        struct Cursor<'a>(&'a [u8]);
+        impl Cursor<'_> {
+            fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+                let (head, rest) = self.0.split_at_checked(N).ok_or("unexpected end of data")?;
+                self.0 = rest;
+                Ok(head.try_into().expect("N bytes"))
+            }
+            fn bytes(&mut self, n: usize) -> Result<&[u8], String> {
+                let (head, rest) = self.0.split_at_checked(n).ok_or("unexpected end of data")?;
+                self.0 = rest;
+                Ok(head)
+            }
+        }
+        let mut c = Cursor(bytes);
+        let mut b = CountryRangesBuilder::default();
+        let ncodes = u32::from_le_bytes(c.take()?) as usize;
+        let mut codes = Vec::with_capacity(ncodes.min(4096));
+        for _ in 0..ncodes {
+            let len = c.take::<1>()?[0] as usize;
+            let code = std::str::from_utf8(c.bytes(len)?)
+                .map_err(|e| e.to_string())?
+                .to_string();
+            codes.push(code);
+        }
+        let code = |i: u16| {
+            codes
+                .get(i as usize)
+                .cloned()
+                .ok_or(format!("code index {i} out of range"))
+        };
+        let n4 = u64::from_le_bytes(c.take()?);
+        for _ in 0..n4 {
+            let (s, e, i) = (
+                u32::from_le_bytes(c.take()?),
+                u32::from_le_bytes(c.take()?),
+                u16::from_le_bytes(c.take()?),
+            );
+            b.add_v4(s, e, &code(i)?);
+        }
+        let n6 = u64::from_le_bytes(c.take()?);
+        for _ in 0..n6 {
+            let (s, e, i) = (
+                u128::from_le_bytes(c.take()?),
+                u128::from_le_bytes(c.take()?),
+                u16::from_le_bytes(c.take()?),
+            );
+            b.add_v6(s, e, &code(i)?);
+        }
+        if !c.0.is_empty() {
+            return Err(format!("{} bytes after the last row", c.0.len()));
+        }
+        Ok(b)
+    }
+
+    /// Rows collected so far (IPv4 + IPv6).
+    pub fn rows(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
     /// Flattens both families.
     pub fn build(self) -> CountryRanges {
         CountryRanges {

@@ -14,6 +14,13 @@ use sipguard::engine::Verdict;
 use sipguard::process::Guard;
 
 fn config(db_url: &str, extra: &str) -> Arc<Config> {
+    // Tests write no stats or snapshots outside their own directories.
+    let mut extra = extra.to_string();
+    for field in ["stats_dir", "snapshot_dir"] {
+        if !extra.contains(field) {
+            extra.push_str(&format!(r#", "{field}": null"#));
+        }
+    }
     let text =
         format!(r#"{{"db_url": "{db_url}", "query_timeout_ms": 500, "refresh_secs": 1 {extra}}}"#);
     Arc::new(Config::parse(&text, Path::new("test.json")).unwrap())
@@ -257,4 +264,69 @@ fn refused_database_is_reported_without_waiting() {
         .take_logs()
         .iter()
         .any(|(_, m)| m.contains("database unavailable"))));
+}
+
+#[test]
+fn database_down_at_start_enforces_the_snapshot_and_refuses_a_corrupt_one() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let url = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_snapshot").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        common::load_country_slice(&mut c).await;
+        c.query_drop("INSERT INTO black_list (ip, detail) VALUES ('192.0.2.0/24', 'snap')")
+            .await
+            .unwrap();
+        url
+    });
+    let snap = std::env::temp_dir().join(format!("sipguard-it-snap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&snap);
+    let with_snap = |url: &str| config(url, &format!(r#", "snapshot_dir": "{}""#, snap.display()));
+
+    // A worker with the database writes both snapshots.
+    let live = Guard::start(with_snap(&url));
+    assert!(eventually(Duration::from_secs(5), || live
+        .check_blacklist("192.0.2.5")
+        .status()
+        == "black"));
+    assert!(eventually(Duration::from_secs(5), || snap
+        .join("lists.snap")
+        .exists()
+        && snap.join("countries.snap").exists()));
+
+    // The database is gone (nothing listens): a new worker enforces the snapshot from its first request.
+    let dead = format!(
+        "mysql://u:p@127.0.0.1:{}/db",
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let g = Guard::start(with_snap(&dead));
+    assert_eq!(g.check_blacklist("192.0.2.5").kind(), "ip");
+    assert_eq!(g.country_code("3.2.35.60"), "DE");
+    let logs: Vec<String> = g.take_logs().into_iter().map(|l| l.1).collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("enforcing the lists saved in")),
+        "{logs:?}"
+    );
+
+    // A truncated snapshot is refused with the reason; the policy applies instead.
+    let file = snap.join("lists.snap");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let g = Guard::start(with_snap(&dead));
+    assert_eq!(g.check_blacklist("192.0.2.5"), Verdict::Clear);
+    let logs: Vec<String> = g.take_logs().into_iter().map(|l| l.1).collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("no usable list snapshot") && l.contains("truncated")),
+        "{logs:?}"
+    );
+    std::fs::remove_dir_all(&snap).unwrap();
 }

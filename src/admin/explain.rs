@@ -43,7 +43,7 @@ pub async fn explain(
     let limit = Duration::from_secs(60);
     let tables = db::load_lists(conn, limit).await?;
     let (lists, _) = Lists::build(&tables.rows, scanner_patterns);
-    let (ranges, _) = db::load_countries(conn, limit).await?;
+    let ranges = db::load_countries(conn, limit).await?.0.build();
     let detail = |rows: &[engine::ListRow], id: i64| {
         rows.iter()
             .find(|r| r.id == id)
