@@ -36,7 +36,7 @@ secs=16
 run_sipp() {   # NAME CSV RATE SRC
     (cd "$dir" && timeout $((secs + 30)) sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$2" \
         -i "$4" -p "$(sg_free_port)" -r "$3" -m $(($3 * secs)) -nostdin -timeout $((secs + 20)) \
-        -trace_stat -fd 1 -stf "$dir/$1.stat" >"$dir/$1.out" 2>&1)
+        -trace_stat -fd 1 -stf "$dir/$1.stat" -trace_rtt -rtt_freq 1 >"$dir/$1.out" 2>&1)
 }
 run_sipp clean "$dir/clean.csv" 900 127.0.0.2 &
 c=$!
@@ -58,6 +58,12 @@ c_ok=$(get clean 'SuccessfulCall(C)'); c_fail=$(get clean 'FailedCall(C)')
 l_ok=$(get listed 'SuccessfulCall(C)'); l_fail=$(get listed 'FailedCall(C)')
 echo "clean:  sent $((c_ok + c_fail)), answered $c_ok, not answered $c_fail"
 echo "listed: sent $((l_ok + l_fail)), dropped $l_fail, wrongly answered $l_ok"
+# Answer times of the clean requests (sipp's rtd, 1 ms resolution) across the whole outage.
+read -r p50 p99 max < <(cat "$dir"/options_*_rtt.csv 2>/dev/null | awk -F';' 'NR>1 && $2 ~ /^[0-9.]+$/ {print $2}' | sort -n \
+    | awk '{a[NR]=$1} END {if (NR == 0) {print "nan nan nan"} else {print a[int(NR*0.5)+1], a[int(NR*0.99)], a[NR]}}')
+echo "clean answer time during the run: p50 ${p50} ms, p99 ${p99} ms, max ${max} ms (deadline 500 ms)"
+[ "$max" != nan ] && [ "${max%.*}" -lt 500 ] && ok "no request waited on the database: max answer time ${max} ms < the 500 ms deadline" \
+    || ko "answer time" "max ${max} ms"
 [ "$l_ok" = 0 ] && ok "listed sources stayed dropped through the outage ($l_fail dropped, 0 answered)" || ko "listed sources" "$l_ok answered"
 [ "$c_fail" -le $(( (c_ok + c_fail) / 200 )) ] && ok "clean sources stayed answered ($c_ok of $((c_ok + c_fail)))" \
     || ko "clean sources" "$c_fail of $((c_ok + c_fail)) not answered"
