@@ -19,9 +19,13 @@ static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
 const LOGGER_KEY: &str = "sipguard.logger";
 
 /// Lua string argument as text; `nil` and invalid UTF-8 become text the parsers refuse cleanly.
+/// `<null>` is how `lua_run` prints an unset pseudo-variable (e.g. `$avp(s:countryCode)` for an
+/// unknown country): it means "no value", not junk to log.
 fn text(arg: Option<LuaString>) -> String {
-    arg.map(|s| String::from_utf8_lossy(&s.as_bytes()).into_owned())
-        .unwrap_or_default()
+    match arg {
+        Some(s) if &*s.as_bytes() != b"<null>" => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
+        _ => String::new(),
+    }
 }
 
 /// Parses the config (argument, or `SIPGUARD_CONFIG`, or the default path) and keeps it for

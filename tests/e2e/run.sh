@@ -60,7 +60,8 @@ expect_pass() {
     local name="$1" src="$2" xsrc="$3" cc="$4" user
     user="u$RANDOM$RANDOM"
     if ! send "$src" "$xsrc" "$user"; then fail "$name" "no 200 ($(grep -m1 -iE 'failed|error' "$E2E_DIR/sipp.out"))"; return; fi
-    log_has "SG-PASS user=$user " " cc=$cc\$" || { fail "$name" "no SG-PASS line with cc=$cc"; return; }
+    # An unknown country leaves $avp(countryCode) unset, which xlog prints as <null>.
+    log_has "SG-PASS user=$user " " cc=${cc:-<null>}\$" || { fail "$name" "no SG-PASS line with cc=${cc:-<null>}"; return; }
     pass "$name"
 }
 
@@ -113,9 +114,11 @@ fi
 mkdir -p "$E2E_DIR/broken"
 printf '{"db_url": "%s", "cache_size": "big"}' "$(sg_ro_url)" >"$E2E_DIR/broken/sipguard.json"
 saved_port=$SG_SIP_PORT
-if sg_kamailio_start "$E2E_DIR/broken" "$SG_ROOT/tests/e2e/kamailio-test.cfg" 2>/dev/null; then
+sg_kamailio_start "$E2E_DIR/broken" "$SG_ROOT/tests/e2e/kamailio-test.cfg" >/dev/null 2>&1 || true
+sleep 1   # it may bind its socket before the children load the Lua file and fail
+if kill -0 "$(cat "$E2E_DIR/broken/kamailio.bgpid")" 2>/dev/null; then
     sg_kamailio_stop "$E2E_DIR/broken"
-    fail "broken config stops Kamailio at start" "Kamailio started"
+    fail "broken config stops Kamailio at start" "Kamailio is running"
 elif grep -q 'field `cache_size`' "$E2E_DIR/broken/kamailio.log"; then
     pass "broken config stops Kamailio at start, naming the field"
 else
