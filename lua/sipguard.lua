@@ -72,13 +72,17 @@ end
 
 -- all checks in one call (sipguard's own form, cheaper than five lua_run):
 --   lua_run("sipguard_check", "$si", "$ua", "$fU");
--- sets $avp(wb_status) ("white" or "black") and $avp(wb_type) (ip, ua, country, user) when
--- something matched, and $avp(countryCode) when the country is known. User-Agent and user may
--- be left out.
+-- A clean source writes nothing at all (the cheapest answer Kamailio can get from Lua). On a
+-- match it sets $avp(wb_status) ("white" or "black"), $avp(wb_type) (ip, ua, country, user)
+-- and, when known, $avp(countryCode) for the alert line. User-Agent and user may be left out;
+-- call get_countrycode as well if the cfg needs the country of clean sources.
 function sipguard_check(ip, ua, user)
     local status, kind, cc = sipguard.check(ip, ua, user)
-    verdict(status, kind)
-    if cc ~= "" then
-        sets("$avp(countryCode)", cc)
+    if status ~= "" then
+        sets("$avp(wb_status)", status)
+        sets("$avp(wb_type)", kind)
+        if cc ~= "" then
+            sets("$avp(countryCode)", cc)
+        end
     end
 end

@@ -23,7 +23,9 @@ const LOGGER_KEY: &str = "sipguard.logger";
 /// unknown country): it means "no value", not junk to log.
 fn text(arg: Option<LuaString>) -> String {
     match arg {
-        Some(s) if &*s.as_bytes() != b"<null>" => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
+        Some(s) if &*s.as_bytes() != b"<null>" => {
+            String::from_utf8_lossy(&s.as_bytes()).into_owned()
+        }
         _ => String::new(),
     }
 }

@@ -158,6 +158,9 @@ impl Guard {
     /// `check_blacklist($si)`.
     pub fn check_blacklist(&self, raw: &str) -> Verdict {
         bump(&self.data.counters.check_blacklist);
+        if self.cfg.test_hooks && raw == "sipguard-test-panic" {
+            panic!("test hook: deliberate panic");
+        }
         let v = self
             .answer(raw, "check_blacklist")
             .map(|a| a.verdict)

@@ -51,7 +51,6 @@ sg_mariadb_start "$dir/db" "$port" >/dev/null 2>&1; echo "t=11s MariaDB restarte
 sg_sql -e "INSERT INTO black_list (ip, detail) VALUES ('203.0.113.0/24', 'added while the workers were cut off')"
 wait $c $l
 
-stat() { tail -1 "$dir/$1.stat" | awk -F';' -v col="$2" 'NR==1{} {print $col}'; }
 col() { head -1 "$dir/$1.stat" | tr ';' '\n' | grep -n -x "$2" | cut -d: -f1; }
 get() { tail -1 "$dir/$1.stat" | cut -d';' -f"$(col "$1" "$2")"; }
 c_ok=$(get clean 'SuccessfulCall(C)'); c_fail=$(get clean 'FailedCall(C)')
@@ -77,5 +76,33 @@ for i in $(seq 1 30); do
     sleep 0.2
 done
 [ "$until_dropped" != none ] && ok "after the restart, the row added meanwhile is enforced" || ko "reconnect" "203.0.113.7 not dropped"
+# Kamailio starting while MariaDB is down enforces the last snapshot, refuses a corrupt one, and
+# switches to live data when MariaDB is back.
+sg_kamailio_stop "$dir/kam"
+sg_mariadb_stop "$dir/db"
+restart_kamailio() { sg_kamailio_stop "$dir/kam"; mv "$LOG" "$LOG.$1"; sg_kamailio_start "$dir/kam" "$SG_ROOT/tests/e2e/kamailio-test.cfg"; }
+restart_kamailio 1
+if ! sg_options "$dir" 127.0.0.2 198.51.100.9 snap1 && grep -q 'blacklisted ip! snap1' "$LOG"; then
+    ok "started with MariaDB down: a listed source is dropped from the snapshot"
+else
+    ko "start with DB down" "198.51.100.9 not dropped"
+fi
+sg_options "$dir" 127.0.0.2 3.2.35.60 snap2 && sg_wait_log "$LOG" "SG-PASS user=snap2 " "cc=DE$" >/dev/null \
+    && ok "started with MariaDB down: countries come from the snapshot (3.2.35.60 is DE)" || ko "country snapshot" "no cc=DE"
+grep -q 'database unavailable at start: enforcing the lists saved in' "$LOG" && ok "the log says the snapshot is in force" || ko "snapshot log" "no line"
+f="$dir/kam/snapshot/lists.snap"
+head -c $(($(wc -c <"$f") / 2)) "$f" >"$f.half" && mv "$f.half" "$f"
+restart_kamailio 2
+sg_options "$dir" 127.0.0.2 198.51.100.9 snap3 || true
+sleep 0.5
+grep -q 'no usable list snapshot (.*lists.snap: truncated' "$LOG" && ok "a truncated snapshot is refused with the reason" || ko "corrupt snapshot" "$(grep -m1 snapshot "$LOG")"
+sg_mariadb_start "$dir/db" "$port" >/dev/null 2>&1
+back=none
+for i in $(seq 1 25); do
+    if ! sg_options "$dir" 127.0.0.2 198.51.100.9 "live$i" && grep -q "blacklisted ip! live$i" "$LOG"; then back=$i; break; fi
+    sleep 0.2
+done
+[ "$back" != none ] && ok "MariaDB back: live data enforced again without a restart" || ko "back to live" "not dropped"
+
 echo "outage: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
