@@ -283,3 +283,28 @@ sg_wait_log() {
     done
     return 1
 }
+
+# Test-suite scaffolding shared by tests/e2e/*.sh and tests/lua/run.sh.
+# sg_suite NAME: a private directory $dir (removed on exit unless SG_KEEP=1), a trap that stops
+# the Kamailio and MariaDB started under it, the module built, and the PASS/FAIL counters used
+# by ok/ko and sg_suite_end.
+sg_suite() {
+    SG_SUITE="$1"
+    dir=$(mktemp -d "/tmp/sipguard-$1.XXXXXX")
+    passed=0 failed=0
+    trap sg_suite_cleanup EXIT
+    sg_build >/dev/null
+}
+sg_suite_cleanup() {
+    kill -CONT "$(cat "$dir/db/mysqld.bgpid" 2>/dev/null)" 2>/dev/null
+    sg_kamailio_stop "$dir/kam"
+    sg_mariadb_stop "$dir/db"
+    [ "${SG_KEEP:-0}" = 1 ] || rm -rf "$dir"
+}
+ok() { passed=$((passed + 1)); printf 'PASS %s\n' "$1"; }
+ko() { failed=$((failed + 1)); printf 'FAIL %s: %s\n' "$1" "$2"; }
+# sg_suite_end: the closing "NAME: N passed, M failed" line, and the exit status.
+sg_suite_end() {
+    echo "$SG_SUITE: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}

@@ -5,10 +5,7 @@
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 
-dir=$(mktemp -d /tmp/sipguard-admin.XXXXXX)
-cleanup() { sg_kamailio_stop "$dir/kam"; sg_mariadb_stop "$dir/db"; [ "${SG_KEEP:-0}" = 1 ] || rm -rf "$dir"; }
-trap cleanup EXIT
-sg_build >/dev/null
+sg_suite admin
 sg_mariadb_start "$dir/db"
 sg_schema
 mkdir -p "$dir/kam"
@@ -17,9 +14,6 @@ admin() { "$SG_ROOT/target/release/sipguard-admin" --config "$dir/kam/sipguard.j
 sg_kamailio_start "$dir/kam" "$SG_ROOT/tests/e2e/kamailio-test.cfg" || { echo "admin: 0 passed, 1 failed"; exit 1; }
 LOG="$dir/kam/kamailio.log"
 
-passed=0 failed=0
-ok() { passed=$((passed + 1)); printf 'PASS %s\n' "$1"; }
-ko() { failed=$((failed + 1)); printf 'FAIL %s: %s\n' "$1" "$2"; }
 
 # until_state WANT SRC XSRC: resends one OPTIONS until the outcome is WANT (answered|dropped),
 # for at most 5 s; prints the seconds from $T0 (taken just before the change was made) to the
@@ -135,5 +129,4 @@ admin stats | grep -q 'live worker' && ok "stats prints a table" || ko "stats ta
 out=$(admin warm --timeout 10); rc=$?
 [ $rc -eq 0 ] && grep -q 'worker(s) loaded lists generation' <<<"$out" && ok "warm: $out" || ko "warm" "rc=$rc $out"
 
-echo "admin: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+sg_suite_end

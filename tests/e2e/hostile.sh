@@ -5,10 +5,7 @@
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 
-dir=$(mktemp -d /tmp/sipguard-hostile.XXXXXX)
-cleanup() { sg_kamailio_stop "$dir/kam"; sg_mariadb_stop "$dir/db"; [ "${SG_KEEP:-0}" = 1 ] || rm -rf "$dir"; }
-trap cleanup EXIT
-sg_build >/dev/null
+sg_suite hostile
 sg_mariadb_start "$dir/db"
 sg_schema
 sg_load_country_csv "$SG_ROOT/tests/data/country-slice.csv"
@@ -17,9 +14,6 @@ mkdir -p "$dir/kam"
 sg_write_config "$dir/kam/sipguard.json" '"test_hooks": true'
 sg_kamailio_start "$dir/kam" "$SG_ROOT/kamailio/kamailio.cfg" -A SIMULATE_SOURCE || { echo "hostile: 0 passed, 1 failed"; exit 1; }
 LOG="$dir/kam/kamailio.log"
-passed=0 failed=0
-ok() { passed=$((passed + 1)); printf 'PASS %s\n' "$1"; }
-ko() { failed=$((failed + 1)); printf 'FAIL %s: %s\n' "$1" "$2"; }
 
 # Each value goes in as source (X-Src), User-Agent and From user at once. No CR/LF/NUL (SIP
 # framing cannot carry them); everything else does, including bytes that are not UTF-8.
@@ -56,5 +50,4 @@ ok_after=0
 for i in 1 2 3 4; do sg_options "$dir" 127.0.0.63 3.2.35.60 "after-panic$i" && ok_after=$((ok_after + 1)); done
 [ "$ok_after" -eq 4 ] && ok "workers keep serving after the panic" || ko "after panic" "$ok_after of 4 answered"
 grep -qE 'SIGSEGV|SIGABRT|exited by a signal' "$LOG" && ko "no worker died" "$(grep -m1 -E 'SIGSEGV|SIGABRT|signal' "$LOG")" || ok "no worker died"
-echo "hostile: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+sg_suite_end

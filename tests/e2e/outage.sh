@@ -6,13 +6,7 @@
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 
-dir=$(mktemp -d /tmp/sipguard-outage.XXXXXX)
-cleanup() {
-    kill -CONT "$(cat "$dir/db/mysqld.bgpid" 2>/dev/null)" 2>/dev/null
-    sg_kamailio_stop "$dir/kam"; sg_mariadb_stop "$dir/db"; [ "${SG_KEEP:-0}" = 1 ] || rm -rf "$dir"
-}
-trap cleanup EXIT
-sg_build >/dev/null
+sg_suite outage
 sg_mariadb_start "$dir/db"
 port=$SG_DB_PORT
 sg_schema
@@ -22,9 +16,6 @@ mkdir -p "$dir/kam"
 sg_write_config "$dir/kam/sipguard.json"
 sg_kamailio_start "$dir/kam" "$SG_ROOT/tests/e2e/kamailio-test.cfg" || { echo "outage: 0 passed, 1 failed"; exit 1; }
 LOG="$dir/kam/kamailio.log"
-passed=0 failed=0
-ok() { passed=$((passed + 1)); printf 'PASS %s\n' "$1"; }
-ko() { failed=$((failed + 1)); printf 'FAIL %s: %s\n' "$1" "$2"; }
 
 # Sources: clean ones (DE, US…) and listed ones (a listed network, a listed country).
 { echo SEQUENTIAL; for i in $(seq 1 200); do echo "X-Src: 3.$((i % 250)).$((i / 250 + 1)).$((i % 200 + 1));clean;outage;"; done; } >"$dir/clean.csv"
@@ -104,5 +95,4 @@ for i in $(seq 1 25); do
 done
 [ "$back" != none ] && ok "MariaDB back: live data enforced again without a restart" || ko "back to live" "not dropped"
 
-echo "outage: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+sg_suite_end

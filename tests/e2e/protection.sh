@@ -6,11 +6,7 @@ set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 . "$SG_ROOT/scripts/scenarios.sh"
 
-dir=$(mktemp -d /tmp/sipguard-protection.XXXXXX)
-cleanup() { sg_kamailio_stop "$dir/kam"; sg_mariadb_stop "$dir/db"; [ "${SG_KEEP:-0}" = 1 ] || rm -rf "$dir"; }
-trap cleanup EXIT
-
-sg_build >/dev/null
+sg_suite protection
 sg_mariadb_start "$dir/db"
 sg_schema
 sg_load_country_csv "$SG_ROOT/tests/data/country-slice.csv"
@@ -18,7 +14,6 @@ sg_sample_data
 sg_kamailio_start "$dir/kam" "$SG_ROOT/kamailio/kamailio.cfg" -A SIMULATE_SOURCE -A WITH_DECISION_LOG \
     || { echo "FAIL kamailio/kamailio.cfg starts"; echo "protection: 0 passed, 1 failed"; exit 1; }
 
-passed=0 failed=0
 check() {
     local name="$1" expected="$2" observed="$3" proof="$4"
     if [ "$observed" != "$expected" ]; then
@@ -37,5 +32,4 @@ if grep -qE 'error from Lua|SIGSEGV|segfault' "$dir/kam/kamailio.log"; then
 else
     passed=$((passed + 1)); echo "PASS no Lua errors or crashes in the log"
 fi
-echo "protection: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+sg_suite_end
