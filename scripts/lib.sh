@@ -80,14 +80,19 @@ SQL
     sg_log "MariaDB up on 127.0.0.1:$SG_DB_PORT (datadir $dir/data)"
 }
 
-# sg_mariadb_stop DIR
-sg_mariadb_stop() {
-    local dir="$1" pid
-    pid=$(cat "$dir/mysqld.bgpid" 2>/dev/null) || return 0
+# sg_stop PIDFILE TENTHS: SIGTERM the process in PIDFILE, wait up to TENTHS/10 s, then SIGKILL.
+# Returns 1 when it had to SIGKILL.
+sg_stop() {
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 0
     kill "$pid" 2>/dev/null || return 0
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 "$2"); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null
+    return 1
 }
+
+# sg_mariadb_stop DIR
+sg_mariadb_stop() { sg_stop "$1/mysqld.bgpid" 100 || true; }
 
 # Runs SQL from stdin (or -e "...") as root on the private MariaDB, in database kamailio
 # (SG_DB_NAME=other to change); extra arguments go to the client.
@@ -195,12 +200,8 @@ sg_kamailio_start() {
 
 # sg_kamailio_stop DIR
 sg_kamailio_stop() {
-    local dir="$1" pid
-    pid=$(cat "$dir/kamailio.bgpid" 2>/dev/null) || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    pkill -9 -f "kamailio_ctl.*$dir|$dir/kamailio.pid" 2>/dev/null || true
+    # Killed hard, its children may be left behind: find them by this instance's own paths.
+    sg_stop "$1/kamailio.bgpid" 50 || pkill -9 -f "kamailio_ctl.*$1|$1/kamailio.pid" 2>/dev/null || true
 }
 
 # Sample lists and subscribers for the demo and the protection tests. Each scenario has its
