@@ -165,13 +165,13 @@ impl Guard {
             .answer(raw, "check_blacklist")
             .map(|a| a.verdict)
             .unwrap_or(Verdict::Clear);
-        self.count(&v)
+        self.count(v)
     }
 
-    /// Counts a decision by kind and passes it through.
-    fn count(&self, v: &Verdict) -> Verdict {
+    /// Counts a decision by kind and passes it through (by value: no clone on the request path).
+    fn count(&self, v: Verdict) -> Verdict {
         let c = &self.data.counters;
-        match v {
+        match &v {
             Verdict::Clear => {}
             Verdict::White(_) => bump(&c.decided_white),
             Verdict::Black(k) => bump(match k {
@@ -182,7 +182,7 @@ impl Guard {
                 engine::BlackKind::NoData => &c.decided_nodata,
             }),
         }
-        v.clone()
+        v
     }
 
     /// `get_countrycode($si)`: the ISO code or `""`.
@@ -208,7 +208,7 @@ impl Guard {
             );
         }
         drop(local);
-        self.count(&engine::check_country(
+        self.count(engine::check_country(
             self.data.lists().as_deref(),
             raw,
             self.cfg.on_no_data,
@@ -219,7 +219,7 @@ impl Guard {
     pub fn check_user(&self, raw: &str) -> Verdict {
         bump(&self.data.counters.check_user_blacklist);
         self.first_wait(&mut self.lock_local());
-        self.count(&engine::check_user(
+        self.count(engine::check_user(
             self.data.lists().as_deref(),
             raw,
             self.cfg.on_no_data,
@@ -230,7 +230,7 @@ impl Guard {
     pub fn check_user_agent(&self, raw: &str) -> Verdict {
         bump(&self.data.counters.check_user_agent);
         self.first_wait(&mut self.lock_local());
-        self.count(&engine::check_user_agent(
+        self.count(engine::check_user_agent(
             self.data.lists().as_deref(),
             &self.default_user_agents,
             raw,
@@ -248,7 +248,7 @@ impl Guard {
             None => (Verdict::Clear, ""),
         };
         if verdict != Verdict::Clear {
-            return (self.count(&verdict), cc);
+            return (self.count(verdict), cc);
         }
         let lists = self.data.lists();
         let lists = lists.as_deref();
@@ -259,7 +259,7 @@ impl Guard {
         if v == Verdict::Clear && !user.is_empty() {
             v = engine::check_user(lists, user, self.cfg.on_no_data);
         }
-        (self.count(&v), cc)
+        (self.count(v), cc)
     }
 
     /// Log lines queued since the last call, for the Lua side to print.
