@@ -78,21 +78,21 @@ fn build_netset(
     table: &'static str,
     rejected: &mut Vec<Rejected>,
 ) -> NetSet<ListHit> {
-    let mut set = NetSet::new();
+    let mut hits = Vec::with_capacity(rows.len());
     for row in rows {
         match parse_net(&row.value) {
-            Some(net) => set.insert(
+            Some(net) => hits.push((
                 net,
                 ListHit {
                     id: row.id,
                     net,
                     detail: row.detail.as_str().into(),
                 },
-            ),
+            )),
             None => rejected.push(Rejected::of(table, row)),
         }
     }
-    set
+    NetSet::build(hits)
 }
 
 impl Rejected {

@@ -18,15 +18,19 @@ static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
 
 const LOGGER_KEY: &str = "sipguard.logger";
 
-/// Lua string argument as text; `nil` and invalid UTF-8 become text the parsers refuse cleanly.
-/// `<null>` is how `lua_run` prints an unset pseudo-variable (e.g. `$avp(s:countryCode)` for an
-/// unknown country): it means "no value", not junk to log.
-fn text(arg: Option<LuaString>) -> String {
-    match arg {
-        Some(s) if &*s.as_bytes() != b"<null>" => {
-            String::from_utf8_lossy(&s.as_bytes()).into_owned()
-        }
-        _ => String::new(),
+/// Runs `f` on a Lua string argument as text, borrowed from Lua (no copy on the request path);
+/// invalid UTF-8 is replaced, so the parsers refuse it cleanly. `nil` is `""`, and so is
+/// `<null>`: how `lua_run` prints an unset pseudo-variable (e.g. `$avp(s:countryCode)` for an
+/// unknown country), meaning "no value", not junk to log.
+fn with_text<R>(arg: &Option<LuaString>, f: impl FnOnce(&str) -> R) -> R {
+    let Some(s) = arg else { return f("") };
+    let bytes = s.as_bytes();
+    if &*bytes == b"<null>" {
+        return f("");
+    }
+    match std::str::from_utf8(&bytes) {
+        Ok(t) => f(t),
+        Err(_) => f(&String::from_utf8_lossy(&bytes)),
     }
 }
 
@@ -118,16 +122,16 @@ fn verdict_pair(v: &Verdict) -> (&'static str, &'static str) {
 
 /// `check_blacklist(ip)` → `status, type` (`"black", "ip"` or `"", ""`).
 fn check_blacklist(lua: &Lua, ip: Option<LuaString>) -> LuaResult<(&'static str, &'static str)> {
-    let ip = text(ip);
     Ok(call(lua, "check_blacklist", ("", ""), |g| {
-        verdict_pair(&g.check_blacklist(&ip))
+        with_text(&ip, |ip| verdict_pair(&g.check_blacklist(ip)))
     }))
 }
 
 /// `get_countrycode(ip)` → ISO code or `""`.
 fn get_countrycode(lua: &Lua, ip: Option<LuaString>) -> LuaResult<&'static str> {
-    let ip = text(ip);
-    Ok(call(lua, "get_countrycode", "", |g| g.country_code(&ip)))
+    Ok(call(lua, "get_countrycode", "", |g| {
+        with_text(&ip, |ip| g.country_code(ip))
+    }))
 }
 
 /// `check_country_blacklist(cc)` → `status, type` (`"black", "country"` or `"", ""`).
@@ -135,9 +139,8 @@ fn check_country_blacklist(
     lua: &Lua,
     cc: Option<LuaString>,
 ) -> LuaResult<(&'static str, &'static str)> {
-    let cc = text(cc);
     Ok(call(lua, "check_country_blacklist", ("", ""), |g| {
-        verdict_pair(&g.check_country(&cc))
+        with_text(&cc, |cc| verdict_pair(&g.check_country(cc)))
     }))
 }
 
@@ -146,17 +149,15 @@ fn check_user_blacklist(
     lua: &Lua,
     user: Option<LuaString>,
 ) -> LuaResult<(&'static str, &'static str)> {
-    let user = text(user);
     Ok(call(lua, "check_user_blacklist", ("", ""), |g| {
-        verdict_pair(&g.check_user(&user))
+        with_text(&user, |user| verdict_pair(&g.check_user(user)))
     }))
 }
 
 /// `check_user_agent(ua)` → `status, type` (`"black", "ua"` or `"", ""`).
 fn check_user_agent(lua: &Lua, ua: Option<LuaString>) -> LuaResult<(&'static str, &'static str)> {
-    let ua = text(ua);
     Ok(call(lua, "check_user_agent", ("", ""), |g| {
-        verdict_pair(&g.check_user_agent(&ua))
+        with_text(&ua, |ua| verdict_pair(&g.check_user_agent(ua)))
     }))
 }
 
@@ -165,10 +166,15 @@ fn check(
     lua: &Lua,
     (ip, ua, user): (Option<LuaString>, Option<LuaString>, Option<LuaString>),
 ) -> LuaResult<(&'static str, &'static str, &'static str)> {
-    let (ip, ua, user) = (text(ip), text(ua), text(user));
     Ok(call(lua, "sipguard_check", ("", "", ""), |g| {
-        let (v, cc) = g.check_all(&ip, &ua, &user);
-        (v.status(), v.kind(), cc)
+        with_text(&ip, |ip| {
+            with_text(&ua, |ua| {
+                with_text(&user, |user| {
+                    let (v, cc) = g.check_all(ip, ua, user);
+                    (v.status(), v.kind(), cc)
+                })
+            })
+        })
     }))
 }
 

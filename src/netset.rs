@@ -1,103 +1,79 @@
 //! A set of IP addresses and CIDR networks, each carrying a value (the list row it came from).
 //!
-//! Lists hold a few thousand entries mixing single addresses and networks. A hash map per
-//! prefix length answers "which entry contains this address" with at most one probe per
-//! distinct prefix length in use (typically a handful), independent of the list's size.
+//! Lists hold thousands of entries mixing single addresses and networks. They are flattened
+//! into the same disjoint segments as the country table ([`Segments`]): nested networks
+//! resolve to the most specific one at build time, so a lookup is one two-level search (two or
+//! three cache lines) whatever the mix of prefix lengths. A hash map per prefix length cost one
+//! random probe per length in use, each a cache miss on a fresh source.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::ranges::Segments;
+
 /// Address and CIDR set with longest-prefix match; `T` is what a hit reports (row id, detail…).
 #[derive(Debug, Clone)]
 pub struct NetSet<T> {
-    v4: Family<T>,
-    v6: Family<T>,
-}
-
-#[derive(Debug, Clone)]
-struct Family<T> {
-    /// Prefix lengths present, longest first, so the first hit is the most specific entry.
-    lens: Vec<u8>,
-    map: HashMap<(u8, u128), T>,
-}
-
-impl<T> Default for Family<T> {
-    fn default() -> Self {
-        Family {
-            lens: Vec::new(),
-            map: HashMap::new(),
-        }
-    }
+    entries: Vec<T>,
+    v4: Segments<u32, u32>,
+    v6: Segments<u128, u32>,
 }
 
 impl<T> Default for NetSet<T> {
     fn default() -> Self {
         NetSet {
-            v4: Family::default(),
-            v6: Family::default(),
+            entries: Vec::new(),
+            v4: Segments::default(),
+            v6: Segments::default(),
         }
     }
 }
 
-fn key(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u32::from(v4) as u128,
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-fn mask(addr: u128, len: u8, bits: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        let host = bits - len;
-        (addr >> host) << host
-    }
-}
-
 impl<T> NetSet<T> {
-    /// An empty set.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a network (a bare address is a /32 or /128). A duplicate keeps the first value,
-    /// so the lowest row id wins when rows are inserted in id order.
-    pub fn insert(&mut self, net: IpNet, value: T) {
-        let (fam, bits) = match net {
-            IpNet::V4(_) => (&mut self.v4, 32),
-            IpNet::V6(_) => (&mut self.v6, 128),
-        };
-        let len = net.prefix_len();
-        let k = (len, mask(key(net.network()), len, bits));
-        fam.map.entry(k).or_insert(value);
-        if let Err(pos) = fam.lens.binary_search_by(|l| len.cmp(l)) {
-            fam.lens.insert(pos, len);
+    /// Builds the set from networks (a bare address is a /32 or /128). A duplicate network
+    /// keeps the first value, so the lowest row id wins when rows come in id order.
+    pub fn build(items: impl IntoIterator<Item = (IpNet, T)>) -> Self {
+        let mut seen = HashSet::new();
+        let (mut entries, mut v4, mut v6) = (Vec::new(), Vec::new(), Vec::new());
+        for (net, value) in items {
+            if !seen.insert(net) {
+                continue;
+            }
+            let Ok(i) = u32::try_from(entries.len()) else {
+                break;
+            };
+            entries.push(value);
+            match net {
+                IpNet::V4(n) => v4.push((n.network().into(), n.broadcast().into(), i)),
+                IpNet::V6(n) => v6.push((n.network().into(), n.broadcast().into(), i)),
+            }
+        }
+        NetSet {
+            entries,
+            v4: Segments::build(v4),
+            v6: Segments::build(v6),
         }
     }
 
     /// The most specific entry containing `ip`, if any.
     pub fn lookup(&self, ip: IpAddr) -> Option<&T> {
-        let (fam, bits) = match ip {
-            IpAddr::V4(_) => (&self.v4, 32),
-            IpAddr::V6(_) => (&self.v6, 128),
-        };
-        let addr = key(ip);
-        fam.lens
-            .iter()
-            .find_map(|&len| fam.map.get(&(len, mask(addr, len, bits))))
+        let i = match ip {
+            IpAddr::V4(v4) => self.v4.lookup(u32::from(v4)),
+            IpAddr::V6(v6) => self.v6.lookup(u128::from(v6)),
+        }?;
+        self.entries.get(i as usize)
     }
 
     /// Number of distinct entries.
     pub fn len(&self) -> usize {
-        self.v4.map.len() + self.v6.map.len()
+        self.entries.len()
     }
 
     /// True when nothing is listed.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.entries.is_empty()
     }
 }
 
@@ -136,11 +112,11 @@ mod tests {
     }
 
     fn set(entries: &[(&str, u32)]) -> NetSet<u32> {
-        let mut s = NetSet::new();
-        for (net, id) in entries {
-            s.insert(parse_net(net).unwrap(), *id);
-        }
-        s
+        NetSet::build(
+            entries
+                .iter()
+                .map(|(net, id)| (parse_net(net).unwrap(), *id)),
+        )
     }
 
     #[test]
@@ -158,6 +134,36 @@ mod tests {
         assert_eq!(s.lookup(ip("2001:db8:1::5")), Some(&4));
         assert_eq!(s.lookup(ip("2001:db8:ffff::1")), Some(&3));
         assert_eq!(s.lookup(ip("2001:db9::1")), None);
+    }
+
+    /// Flattening must answer what a longest-prefix scan over the entries answers.
+    #[test]
+    fn agrees_with_a_longest_prefix_scan() {
+        let mut seed = 0x9e37_79b9_u32;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        // Networks inside 10.0.0.0/16 so they nest often; lengths /16../32.
+        let nets: Vec<(IpNet, u32)> = (0..300)
+            .map(|id| {
+                let len = 16 + (rnd() % 17) as u8;
+                let addr = std::net::Ipv4Addr::from(0x0a00_0000 | (rnd() & 0xffff));
+                (IpNet::new(addr.into(), len).unwrap().trunc(), id)
+            })
+            .collect();
+        let s = NetSet::build(nets.clone());
+        for _ in 0..20_000 {
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x09ff_0000 + (rnd() % 0x3_0000)));
+            let want = nets
+                .iter()
+                .filter(|(n, _)| n.contains(&a))
+                .max_by_key(|(n, id)| (n.prefix_len(), std::cmp::Reverse(*id)))
+                .map(|(_, id)| id);
+            assert_eq!(s.lookup(a), want, "{a}");
+        }
     }
 
     #[test]

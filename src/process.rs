@@ -94,7 +94,12 @@ struct SourceAnswer {
 
 /// State only the Lua thread touches; the mutex is never contended.
 struct Local {
-    cache: TtlLru<IpAddr, SourceAnswer>,
+    /// The last source answered: the post's cfg asks `check_blacklist($si)` and then
+    /// `get_countrycode($si)` for the same address, so the second is answered from here.
+    last: Option<(IpAddr, SourceAnswer)>,
+    /// Optional per-source LRU (`cache_size` > 0). Off by default: a fresh lookup costs two or
+    /// three cache lines, about what an LRU probe and its list update cost (scripts/bench).
+    cache: Option<TtlLru<IpAddr, SourceAnswer>>,
     cache_generation: u64,
     limit: RateLimit,
     waited: bool,
@@ -130,7 +135,8 @@ impl Guard {
     /// State without a loader: data comes only through [`Guard::data`]. For tests and tools.
     pub fn detached(cfg: Arc<Config>) -> Arc<Guard> {
         let local = Local {
-            cache: TtlLru::new(cfg.cache_size, cfg.cache_ttl()),
+            last: None,
+            cache: (cfg.cache_size > 0).then(|| TtlLru::new(cfg.cache_size, cfg.cache_ttl())),
             cache_generation: 0,
             limit: RateLimit::new(cfg.log_interval()),
             waited: false,
@@ -305,15 +311,27 @@ impl Guard {
                 return None;
             }
         };
-        let now = Instant::now();
         let generation = self.data.generation();
         if local.cache_generation != generation {
-            local.cache.clear();
+            local.last = None;
+            if let Some(c) = local.cache.as_mut() {
+                c.clear();
+            }
             local.cache_generation = generation;
         }
-        if let Some(hit) = local.cache.get(&ip, now) {
-            bump(&self.data.counters.cache_hits);
-            return Some(hit);
+        if let Some((last, a)) = &local.last {
+            if *last == ip {
+                bump(&self.data.counters.cache_hits);
+                return Some(a.clone());
+            }
+        }
+        let now = local.cache.as_ref().map(|_| Instant::now());
+        if let (Some(c), Some(now)) = (local.cache.as_mut(), now) {
+            if let Some(hit) = c.get(&ip, now) {
+                bump(&self.data.counters.cache_hits);
+                local.last = Some((ip, hit.clone()));
+                return Some(hit);
+            }
         }
         bump(&self.data.counters.cache_misses);
         let lists = self.data.lists();
@@ -322,28 +340,56 @@ impl Guard {
             verdict: engine::check_ip(lists.as_deref(), ip, self.cfg.on_no_data),
             country: engine::country_of(countries.as_deref(), ip),
         };
-        local.cache.put(ip, answer.clone(), now);
+        if let (Some(c), Some(now)) = (local.cache.as_mut(), now) {
+            c.put(ip, answer.clone(), now);
+        }
+        local.last = Some((ip, answer.clone()));
         Some(answer)
     }
 }
 
-static CURRENT: Mutex<Option<(u32, Arc<Guard>)>> = Mutex::new(None);
+static CURRENT: Mutex<Option<(u64, Arc<Guard>)>> = Mutex::new(None);
+
+/// Forks seen by this process image, counted by a `pthread_atfork` child handler: knowing
+/// "am I still the process that built the guard" without a `getpid` syscall per call.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn count_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn fork_generation() -> u64 {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic, which is async-signal-safe
+        // and therefore safe in a child right after fork.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+        // Without the handler, fall back to the pid (one syscall per call, still correct).
+        if rc != 0 {
+            FORKS.store(u64::MAX, Ordering::Relaxed);
+        }
+    });
+    match FORKS.load(Ordering::Relaxed) {
+        u64::MAX => u64::from(std::process::id()) | 1 << 63,
+        n => n,
+    }
+}
 
 /// This process's guard, started on first use with `cfg`.
 ///
 /// A guard inherited across `fork` is forgotten, not dropped: its loader thread does not exist
 /// here, and dropping could close descriptors the parent still uses.
 pub fn current(cfg: &Arc<Config>) -> Arc<Guard> {
-    let pid = std::process::id();
+    let generation = fork_generation();
     let mut slot = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
     match slot.as_ref() {
-        Some((p, g)) if *p == pid => g.clone(),
+        Some((g_at, g)) if *g_at == generation => g.clone(),
         _ => {
             if let Some(inherited) = slot.take() {
                 std::mem::forget(inherited);
             }
             let g = Guard::start(cfg.clone());
-            *slot = Some((pid, g.clone()));
+            *slot = Some((generation, g.clone()));
             g
         }
     }
