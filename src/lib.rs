@@ -23,6 +23,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod engine;
+pub mod frozen;
 pub mod logq;
 pub mod netset;
 pub mod process;

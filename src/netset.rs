@@ -35,9 +35,16 @@ impl<T> NetSet<T> {
     /// Builds the set from networks (a bare address is a /32 or /128). A duplicate network
     /// keeps the first value, so the lowest row id wins when rows come in id order.
     pub fn build(items: impl IntoIterator<Item = (IpNet, T)>) -> Self {
+        Self::build_ranked(items.into_iter().map(|(net, v)| (net, v, 0)))
+    }
+
+    /// Like [`Self::build`], but a lower `rank` wins over a more specific network (an
+    /// allow-list entry over a block-list entry inside it). A duplicate network keeps the
+    /// first value given, whatever its rank.
+    pub fn build_ranked(items: impl IntoIterator<Item = (IpNet, T, u8)>) -> Self {
         let mut seen = HashSet::new();
         let (mut entries, mut v4, mut v6) = (Vec::new(), Vec::new(), Vec::new());
-        for (net, value) in items {
+        for (net, value, rank) in items {
             if !seen.insert(net) {
                 continue;
             }
@@ -46,14 +53,14 @@ impl<T> NetSet<T> {
             };
             entries.push(value);
             match net {
-                IpNet::V4(n) => v4.push((n.network().into(), n.broadcast().into(), i)),
-                IpNet::V6(n) => v6.push((n.network().into(), n.broadcast().into(), i)),
+                IpNet::V4(n) => v4.push((n.network().into(), n.broadcast().into(), i, rank)),
+                IpNet::V6(n) => v6.push((n.network().into(), n.broadcast().into(), i, rank)),
             }
         }
         NetSet {
             entries,
-            v4: Segments::build(v4),
-            v6: Segments::build(v6),
+            v4: Segments::build_ranked(v4),
+            v6: Segments::build_ranked(v6),
         }
     }
 
@@ -69,6 +76,11 @@ impl<T> NetSet<T> {
     /// Number of distinct entries.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The entries, in the order given (duplicates dropped).
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter()
     }
 
     /// True when nothing is listed.

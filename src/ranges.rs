@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use crate::frozen::Frozen;
+
 /// Keys the table can hold: `u32` for IPv4 and `u128` for IPv6 keep IPv4 at a quarter of the size.
 pub trait RangeKey: Copy + Ord + std::fmt::Debug {
     /// The lowest key.
@@ -77,7 +79,8 @@ const FANOUT: usize = 16;
 /// A lookup on a fresh source is bound by memory latency, not instructions: measured in a
 /// Kamailio worker, a binary search over the 330k IPv4 / 216k IPv6 starts cost ~3.5 µs per
 /// fresh source, one cache miss per probe. The starts are therefore searched as a static
-/// B-tree: `levels[0]` holds every start, `levels[i + 1]` every 16th key of `levels[i]`. A
+/// B-tree: `starts` holds every start, `upper[0]` every 16th start, `upper[i + 1]` every 16th
+/// key of `upper[i]`. A
 /// lookup reads one node of 16 keys per level; the upper levels are small and stay cached, so
 /// a fresh source costs about two node reads and one value.
 ///
@@ -85,11 +88,13 @@ const FANOUT: usize = 16;
 /// starts of that /16 (none for three /16s in four), the value is fetched alongside, and no
 /// upper level is built.
 #[derive(Debug, Clone, Default)]
-pub struct Segments<K, V = u16> {
-    levels: Vec<Vec<K>>,
-    values: Vec<V>,
+pub struct Segments<K: Copy, V: Copy = u16> {
+    /// Every segment's start, inline in the struct: one pointer less to chase per lookup.
+    starts: Frozen<K>,
+    upper: Vec<Frozen<K>>,
+    values: Frozen<V>,
     /// IPv4 only: `index[b]` is the number of starts below /16 bucket `b` (65,537 entries).
-    index: Vec<u32>,
+    index: Frozen<u32>,
 }
 
 /// Where `k` falls in a sorted node: the number of keys `<= k`. Branch-free, so the compiler
@@ -115,18 +120,24 @@ impl<K: RangeKey, V: SegmentValue> Segments<K, V> {
     /// Flattens possibly overlapping ranges; where they overlap, the narrowest wins
     /// (ties: the one given first). Ranges with `start > end`, or valued `NONE`, are ignored.
     pub fn build(ranges: impl IntoIterator<Item = (K, K, V)>) -> Self {
-        let mut rs: Vec<(K, K, V, usize)> = ranges
+        Self::build_ranked(ranges.into_iter().map(|(s, e, v)| (s, e, v, 0)))
+    }
+
+    /// Like [`Self::build`], but where ranges overlap a lower `rank` wins before width does
+    /// (an allow-list entry beats a more specific block-list entry).
+    pub fn build_ranked(ranges: impl IntoIterator<Item = (K, K, V, u8)>) -> Self {
+        let mut rs: Vec<(K, K, V, usize, u8)> = ranges
             .into_iter()
             .enumerate()
-            .filter(|(_, (s, e, v))| s <= e && *v != V::NONE)
-            .map(|(i, (s, e, v))| (s, e, v, i))
+            .filter(|(_, (s, e, v, _))| s <= e && *v != V::NONE)
+            .map(|(i, (s, e, v, rank))| (s, e, v, i, rank))
             .collect();
-        rs.sort_by_key(|&(s, e, _, i)| (K::width(s, e), i));
+        rs.sort_by_key(|&(s, e, _, i, rank)| (rank, K::width(s, e), i));
 
         // Paint narrowest first; a wider range only fills the gaps left inside it.
         let mut painted: BTreeMap<K, (K, V)> = BTreeMap::new();
         let mut gaps = Vec::new();
-        for (s, e, value, _) in rs {
+        for (s, e, value, _, _) in rs {
             gaps.clear();
             let mut cursor = Some(s);
             let first = painted.range(..=s).next_back().map(|(&ps, &pe)| (ps, pe));
@@ -208,10 +219,12 @@ impl<K: RangeKey, V: SegmentValue> Segments<K, V> {
                 .collect();
             levels.push(upper);
         }
+        let mut levels = levels.into_iter().map(Frozen::new);
         Segments {
-            levels,
-            values: out.values,
-            index,
+            starts: levels.next().expect("level 0"),
+            upper: levels.collect(),
+            values: Frozen::new(out.values),
+            index: Frozen::new(index),
         }
     }
 
@@ -220,12 +233,16 @@ impl<K: RangeKey, V: SegmentValue> Segments<K, V> {
         if let (Some(b), false) = (k.bucket(), self.index.is_empty()) {
             return self.lookup_indexed(b, k);
         }
-        let (top, lower) = self.levels.split_last()?;
+        let top = self.upper.last().unwrap_or(&self.starts);
         // Index of the last key <= k in the current level.
         let mut pos = rank(top, k).checked_sub(1)?;
-        for (depth, level) in lower.iter().enumerate().rev() {
+        let lower = self.upper.iter().rev().skip(1).chain(
+            // Level 0, unless it was the top itself.
+            (!self.upper.is_empty()).then_some(&self.starts),
+        );
+        for level in lower {
             let lo = pos * FANOUT;
-            if depth == 0 {
+            if std::ptr::eq(level, &self.starts) {
                 prefetch(self.values.as_ptr().wrapping_add(lo));
             }
             let node = &level[lo..(lo + FANOUT).min(level.len())];
@@ -241,7 +258,7 @@ impl<K: RangeKey, V: SegmentValue> Segments<K, V> {
     fn lookup_indexed(&self, b: usize, k: K) -> Option<V> {
         let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
         prefetch(self.values.as_ptr().wrapping_add(lo));
-        let starts = &self.levels[0][lo..hi];
+        let starts = &self.starts[lo..hi];
         let r = if starts.len() <= 2 * FANOUT {
             rank(starts, k)
         } else {
@@ -570,11 +587,11 @@ mod tests {
         // The same rows as IPv6 keys take the tree path.
         let v6 = Segments::build(rows.iter().map(|&(s, e, c)| (s as u128, e as u128, c)));
         assert!(
-            v6.index.is_empty() && v6.levels.len() >= 3,
+            v6.index.is_empty() && v6.upper.len() >= 2,
             "the test must cross levels"
         );
         let mut keys: Vec<u32> = vec![0, 1, 0xffff, 0x1_0000, u32::MAX - 1, u32::MAX];
-        for &s in &v4.levels[0] {
+        for &s in v4.starts.iter() {
             keys.extend([s.wrapping_sub(1), s, s.wrapping_add(1)]);
         }
         let mut k = 1u32;
