@@ -35,7 +35,9 @@ pub struct Config {
     /// also how long a worker waits before retrying a database that failed.
     #[serde(default = "defaults::refresh_secs")]
     pub refresh_secs: u64,
-    /// Per-worker cache of per-source answers, in entries.
+    /// Per-worker LRU of per-source answers, in entries; 0 (the default) turns it off. Every
+    /// answer is computed in memory from two or three cache lines, about what an LRU probe
+    /// and its list update cost, so the LRU does not pay for itself (scripts/bench).
     #[serde(default = "defaults::cache_size")]
     pub cache_size: usize,
     /// Age after which a cached answer is recomputed.
@@ -80,7 +82,7 @@ mod defaults {
         1
     }
     pub fn cache_size() -> usize {
-        10_000
+        0
     }
     pub fn cache_ttl_secs() -> u64 {
         60
@@ -261,7 +263,7 @@ mod tests {
         let c = parse(r#"{"db_url": "mysql://ro:pw@127.0.0.1:3306/kamailio"}"#).unwrap();
         assert_eq!(c.query_timeout_ms, 500);
         assert_eq!(c.refresh_secs, 1);
-        assert_eq!(c.cache_size, 10_000);
+        assert_eq!(c.cache_size, 0);
         assert_eq!(c.on_no_data, NoDataPolicy::Allow);
         assert!(c.country);
         assert!(c
