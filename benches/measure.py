@@ -5,6 +5,7 @@ latency (sipp rtd), the highest rate answered with < 1% failures. Configurations
 and repeated; medians and spread are reported. Input: a JSON file describing the instances."""
 import glob
 import json
+import random
 import os
 import statistics
 import subprocess
@@ -121,8 +122,10 @@ runs = cfg["runs"]  # [name, instance, csv]
 insts = cfg["instances"]
 for name, inst, csv in runs:  # warm-up: loads data, fills hot caches
     measure(insts[inst], csv, 1000, 2)
+order = random.Random(1)  # fixed seed: the same shuffled orders every run
 for rnd in range(rounds):
-    for name, inst, csv in runs:
+    # A new order each round, so no configuration always runs right after a heavy one.
+    for name, inst, csv in order.sample(runs, len(runs)):
         m = measure(insts[inst], csv, rate, secs)
         results.setdefault(name, []).append(m)
         print(f"round {rnd + 1} {name:8} {m['us']:7.1f} us/req  ok={m['ok']} fail={m['fail']} p50={m['p50']:.2f} ms p99={m['p99']:.2f} ms", flush=True)

@@ -256,6 +256,11 @@ fn country_key(raw: &str) -> Option<CountryKey> {
     Some(k)
 }
 
+/// True if `raw` has the shape of a country code (two or three letters, spaces around).
+pub fn is_country_code(raw: &str) -> bool {
+    country_key(raw).is_some()
+}
+
 /// An ISO 3166 alpha-2 code (the data also has a few 3-letter pseudo codes), upper-cased.
 pub fn normalize_country(raw: &str) -> Option<String> {
     let s = raw.trim();

@@ -100,7 +100,11 @@ struct Local {
     /// Optional per-source LRU (`cache_size` > 0). Off by default: a fresh lookup costs two or
     /// three cache lines, about what an LRU probe and its list update cost (scripts/bench).
     cache: Option<TtlLru<IpAddr, SourceAnswer>>,
+    /// The data generation `lists` and `countries` were taken at. Holding them here spares each
+    /// call a lock and two reference-count updates on cache lines the loader thread shares.
     cache_generation: u64,
+    lists: Option<Arc<Lists>>,
+    countries: Option<Arc<CountryRanges>>,
     limit: RateLimit,
     waited: bool,
 }
@@ -136,6 +140,8 @@ impl Guard {
     pub fn detached(cfg: Arc<Config>) -> Arc<Guard> {
         let local = Local {
             last: None,
+            lists: None,
+            countries: None,
             cache: (cfg.cache_size > 0).then(|| TtlLru::new(cfg.cache_size, cfg.cache_ttl())),
             cache_generation: 0,
             limit: RateLimit::new(cfg.log_interval()),
@@ -204,7 +210,8 @@ impl Guard {
         bump(&self.data.counters.check_country_blacklist);
         let mut local = self.lock_local();
         self.first_wait(&mut local);
-        let plausible = raw.trim().is_empty() || engine::normalize_country(raw).is_some();
+        self.refresh(&mut local);
+        let plausible = raw.trim().is_empty() || engine::is_country_code(raw);
         if !plausible {
             bump(&self.data.counters.bad_input);
             self.log_bad(
@@ -213,34 +220,25 @@ impl Guard {
                 format_args!("not a country code: {:?}", addr::printable(raw)),
             );
         }
+        let v = engine::check_country(local.lists.as_deref(), raw, self.cfg.on_no_data);
         drop(local);
-        self.count(engine::check_country(
-            self.data.lists().as_deref(),
-            raw,
-            self.cfg.on_no_data,
-        ))
+        self.count(v)
     }
 
     /// `check_user_blacklist($au)` or `($fU)`.
     pub fn check_user(&self, raw: &str) -> Verdict {
         bump(&self.data.counters.check_user_blacklist);
-        self.first_wait(&mut self.lock_local());
-        self.count(engine::check_user(
-            self.data.lists().as_deref(),
-            raw,
-            self.cfg.on_no_data,
-        ))
+        let v = self.with_lists(|lists| engine::check_user(lists, raw, self.cfg.on_no_data));
+        self.count(v)
     }
 
     /// `check_user_agent($ua)`.
     pub fn check_user_agent(&self, raw: &str) -> Verdict {
         bump(&self.data.counters.check_user_agent);
-        self.first_wait(&mut self.lock_local());
-        self.count(engine::check_user_agent(
-            self.data.lists().as_deref(),
-            &self.default_user_agents,
-            raw,
-        ))
+        let v = self.with_lists(|lists| {
+            engine::check_user_agent(lists, &self.default_user_agents, raw)
+        });
+        self.count(v)
     }
 
     /// `sipguard_check($si, $ua, $fU)`: every check in the shipped cfg's order (allow-list,
@@ -256,15 +254,16 @@ impl Guard {
         if verdict != Verdict::Clear {
             return (self.count(verdict), cc);
         }
-        let lists = self.data.lists();
-        let lists = lists.as_deref();
-        let mut v = engine::check_user_agent(lists, &self.default_user_agents, ua);
-        if v == Verdict::Clear {
-            v = engine::check_country(lists, cc, self.cfg.on_no_data);
-        }
-        if v == Verdict::Clear && !user.is_empty() {
-            v = engine::check_user(lists, user, self.cfg.on_no_data);
-        }
+        let v = self.with_lists(|lists| {
+            let mut v = engine::check_user_agent(lists, &self.default_user_agents, ua);
+            if v == Verdict::Clear {
+                v = engine::check_country(lists, cc, self.cfg.on_no_data);
+            }
+            if v == Verdict::Clear && !user.is_empty() {
+                v = engine::check_user(lists, user, self.cfg.on_no_data);
+            }
+            v
+        });
         (self.count(v), cc)
     }
 
@@ -275,6 +274,29 @@ impl Guard {
 
     fn lock_local(&self) -> std::sync::MutexGuard<'_, Local> {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the current lists (after the first load, or its deadline).
+    fn with_lists<R>(&self, f: impl FnOnce(Option<&Lists>) -> R) -> R {
+        let mut local = self.lock_local();
+        self.first_wait(&mut local);
+        self.refresh(&mut local);
+        f(local.lists.as_deref())
+    }
+
+    /// Takes the data published since the last call, if any, and forgets answers computed from
+    /// the previous data.
+    fn refresh(&self, local: &mut Local) {
+        let generation = self.data.generation();
+        if local.cache_generation != generation {
+            local.lists = self.data.lists();
+            local.countries = self.data.countries();
+            local.last = None;
+            if let Some(c) = local.cache.as_mut() {
+                c.clear();
+            }
+            local.cache_generation = generation;
+        }
     }
 
     fn first_wait(&self, local: &mut Local) {
@@ -311,14 +333,7 @@ impl Guard {
                 return None;
             }
         };
-        let generation = self.data.generation();
-        if local.cache_generation != generation {
-            local.last = None;
-            if let Some(c) = local.cache.as_mut() {
-                c.clear();
-            }
-            local.cache_generation = generation;
-        }
+        self.refresh(&mut local);
         if let Some((last, a)) = &local.last {
             if *last == ip {
                 bump(&self.data.counters.cache_hits);
@@ -334,11 +349,9 @@ impl Guard {
             }
         }
         bump(&self.data.counters.cache_misses);
-        let lists = self.data.lists();
-        let countries = self.data.countries();
         let answer = SourceAnswer {
-            verdict: engine::check_ip(lists.as_deref(), ip, self.cfg.on_no_data),
-            country: engine::country_of(countries.as_deref(), ip),
+            verdict: engine::check_ip(local.lists.as_deref(), ip, self.cfg.on_no_data),
+            country: engine::country_of(local.countries.as_deref(), ip),
         };
         if let (Some(c), Some(now)) = (local.cache.as_mut(), now) {
             c.put(ip, answer.clone(), now);
