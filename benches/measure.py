@@ -165,7 +165,8 @@ for p in ps:
 
 rss = {k: rss_kb(procs(v["pid"])) for k, v in insts.items()}
 summary = {}
-for name, ms in results.items():
+names = [r[0] for r in runs] + [p["name"] for p in ps]  # table order, whatever the run order
+for name, ms in ((n, results[n]) for n in names if n in results):
     us = [m["us"] for m in ms]
     summary[name] = {
         "us_median": statistics.median(us), "us_min": min(us), "us_max": max(us),
