@@ -138,6 +138,41 @@ for rnd in range(rounds):
         results.setdefault(p["name"], []).append(m)
         print(f"round {rnd + 1} {p['name']:8} {m['us']:7.1f} us/req  db {m['db_us']:.0f} us/req ok={m['ok']} fail={m['fail']} p50={m['p50']:.1f} ms", flush=True)
 
+# Where a sipguard worker's CPU goes: perf samples by shared object during one more run of each
+# listed configuration. The module's own cost per request is its share times the CPU per
+# request measured in that run; precise where the side-by-side ratios are noisy.
+def perf_shares(name, inst, csv):
+    pids = procs(inst["pid"])
+    out = f"{run}/perf-{name}.data"
+    rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-p", ",".join(map(str, pids)),
+                            "-o", out, "--", "sleep", str(secs + 2)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    m = measure(inst, csv, rate, secs)
+    rec.wait()
+    rep = subprocess.run(["perf", "report", "-i", out, "--no-children", "--sort", "dso", "--stdio"],
+                         capture_output=True, text=True).stdout
+    shares = {}
+    for line in rep.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].endswith("%"):
+            shares[parts[1]] = float(parts[0][:-1])
+    return m["us"], shares
+
+
+perf = {}
+if cfg.get("perf") and subprocess.run(["perf", "--version"], capture_output=True).returncode == 0:
+    for name, inst, csv in cfg["perf"]:
+        try:
+            us, shares = perf_shares(name, insts[inst], csv)
+        except (OSError, subprocess.SubprocessError):
+            break
+        if not shares:
+            break
+        mod = shares.get("libsipguard.so", 0.0)
+        lua = shares.get("liblua5.1.so.0.0.0", 0.0)
+        perf[name] = {"us": us, "module_pct": mod, "lua_pct": lua, "module_us": us * mod / 100, "lua_us": us * lua / 100}
+        print(f"perf {name:8} {us:5.1f} us/req: module {mod:4.1f}% = {us * mod / 100:.2f} us, Lua VM {lua:4.1f}% = {us * lua / 100:.2f} us", flush=True)
+
 # Highest rate answered with < 1% failures.
 maxrate = {}
 for name, inst, csv in cfg.get("maxrate", []):
@@ -175,7 +210,7 @@ for name, ms in ((n, results[n]) for n in names if n in results):
         "failed": sum(m["fail"] for m in ms), "answered": sum(m["ok"] for m in ms),
         "max_rate": maxrate.get(name),
     }
-json.dump({"summary": summary, "rss_kb": rss, "runs": results, "rate": rate, "secs": secs, "rounds": rounds},
+json.dump({"summary": summary, "perf": perf, "rss_kb": rss, "runs": results, "rate": rate, "secs": secs, "rounds": rounds},
           open(f"{run}/results.json", "w"), indent=1)
 
 # The table, ratios side by side from this one run.
@@ -193,6 +228,10 @@ for name, s in summary.items():
     ms = lambda v: "<1" if v < 1 else f"{v:.0f}"  # sipp's rtd has 1 ms resolution
     lines.append(f"| {name} | {s['us_median']:.1f} [{s['us_min']:.1f}-{s['us_max']:.1f}]{extra} | {ratio(L)} | {ratio(E)} | {ratio(n)} | "
                  f"{s['max_rate'] if s['max_rate'] is not None else '-'} | {ms(s['p50_ms'])} | {ms(s['p99_ms'])} | {s['failed']} |")
+if perf:
+    lines.append("")
+    lines.append("Inside the worker (perf, one more run each): " + "; ".join(
+        f"{k}: module {v['module_us']:.2f} us/req ({v['module_pct']:.1f}%), Lua VM {v['lua_us']:.2f} us/req" for k, v in perf.items()))
 lines.append("")
 lines.append("Resident memory of each instance (all processes, kB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
 open(f"{run}/results.md", "w").write("\n".join(lines) + "\n")

@@ -72,6 +72,9 @@ pub struct Lists {
     /// `check_blacklist` with one lookup (a fresh source costs cache misses, not instructions).
     decide: NetSet<Verdict>,
     countries: HashMap<CountryKey, i64>,
+    /// Two-letter codes in `countries`, one bit each (26 × 26): the request path answers
+    /// "is this country listed" from the struct itself, without touching the map.
+    country_bits: [u64; 11],
     users: HashMap<String, i64>,
     user_agents: UaMatcher,
 }
@@ -153,11 +156,18 @@ impl Lists {
                 }),
             }
         }
+        let mut country_bits = [0u64; 11];
+        for k in countries.keys() {
+            if let Some(bit) = country_bit(k) {
+                country_bits[bit / 64] |= 1 << (bit % 64);
+            }
+        }
         let lists = Lists {
             black,
             white,
             decide,
             countries,
+            country_bits,
             users,
             user_agents: UaMatcher::new(patterns),
         };
@@ -181,7 +191,13 @@ impl Lists {
 
     /// True if `country` is in `black_list_country` (case-insensitive; `""` never is).
     pub fn country_listed(&self, country: &str) -> bool {
-        country_key(country).is_some_and(|cc| self.countries.contains_key(&cc))
+        let Some(cc) = country_key(country) else {
+            return false;
+        };
+        match country_bit(&cc) {
+            Some(bit) => self.country_bits[bit / 64] & (1 << (bit % 64)) != 0,
+            None => self.countries.contains_key(&cc),
+        }
     }
 
     /// The `black_list_country` row id listing `country`.
@@ -243,6 +259,11 @@ fn normalize_user(raw: &str) -> Option<&str> {
 
 /// A country code as a map key: upper-cased in place, no allocation on the request path.
 type CountryKey = [u8; 3];
+
+/// The bit of a two-letter code in [`Lists::country_bits`]; three-letter codes have none.
+fn country_bit(k: &CountryKey) -> Option<usize> {
+    (k[2] == 0).then(|| usize::from(k[0] - b'A') * 26 + usize::from(k[1] - b'A'))
+}
 
 fn country_key(raw: &str) -> Option<CountryKey> {
     let s = raw.trim().as_bytes();
@@ -457,6 +478,14 @@ mod tests {
                 check_country(Some(&lists), clear, NoDataPolicy::Allow),
                 Verdict::Clear
             );
+        }
+        // Both ends of the two-letter space, and a three-letter pseudo code.
+        let (lists, _) = lists_of(&[], &[row(1, "AA"), row(2, "zz"), row(3, "EUR")]);
+        for listed in ["AA", "ZZ", "eur"] {
+            assert!(lists.country_listed(listed), "{listed}");
+        }
+        for clear in ["AB", "ZY", "EU", "EUU", "ES"] {
+            assert!(!lists.country_listed(clear), "{clear}");
         }
     }
 

@@ -8,6 +8,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
+use std::os::raw::{c_char, c_int};
+
+use mlua::ffi;
 use mlua::prelude::*;
 
 use crate::config::Config;
@@ -19,19 +22,43 @@ static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
 const LOGGER_KEY: &str = "sipguard.logger";
 
 /// Runs `f` on a Lua string argument as text, borrowed from Lua (no copy on the request path);
-/// invalid UTF-8 is replaced, so the parsers refuse it cleanly. `nil` is `""`, and so is
-/// `<null>`: how `lua_run` prints an unset pseudo-variable (e.g. `$avp(s:countryCode)` for an
-/// unknown country), meaning "no value", not junk to log.
-fn with_text<R>(arg: &Option<LuaString>, f: impl FnOnce(&str) -> R) -> R {
-    let Some(s) = arg else { return f("") };
-    let bytes = s.as_bytes();
-    if &*bytes == b"<null>" {
-        return f("");
+/// invalid UTF-8 is replaced, so the parsers refuse it cleanly. `nil` (or a table, a boolean…)
+/// is `""`, and so is `<null>`: how `lua_run` prints an unset pseudo-variable (e.g.
+/// `$avp(s:countryCode)` for an unknown country), meaning "no value", not junk to log.
+fn with_text<R>(arg: Option<&[u8]>, f: impl FnOnce(&str) -> R) -> R {
+    match arg {
+        None | Some(b"<null>") => f(""),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(t) => f(t),
+            Err(_) => f(&String::from_utf8_lossy(bytes)),
+        },
     }
-    match std::str::from_utf8(&bytes) {
-        Ok(t) => f(t),
-        Err(_) => f(&String::from_utf8_lossy(&bytes)),
+}
+
+/// Argument `i` (1-based) as bytes borrowed from the Lua stack: strings and numbers (which Lua
+/// converts), `None` for anything else.
+///
+/// # Safety
+/// `l` is the state of a running C function call; the slice lives until it returns.
+unsafe fn arg<'a>(l: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]> {
+    if ffi::lua_gettop(l) < i || ffi::lua_isstring(l, i) == 0 {
+        return None;
     }
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(l, i, &mut len);
+    (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
+}
+
+/// Pushes the answers and returns their count, as a C function does.
+///
+/// # Safety
+/// `l` is the state of a running C function call. Only `&'static str`s are pushed, after every
+/// Rust value with a destructor is gone, so a Lua error (out of memory) cannot skip one.
+unsafe fn answer(l: *mut ffi::lua_State, values: &[&'static str]) -> c_int {
+    for v in values {
+        ffi::lua_pushlstring(l, v.as_ptr().cast::<c_char>(), v.len());
+    }
+    values.len() as c_int
 }
 
 /// Parses the config (argument, or `SIPGUARD_CONFIG`, or the default path) and keeps it for
@@ -86,13 +113,25 @@ fn emit(lua: &Lua, level: &str, msg: &str) {
     }
 }
 
-/// Runs one request-path call: never panics into Lua, always flushes queued log lines.
-fn call<T>(lua: &Lua, name: &str, fallback: T, f: impl FnOnce(&Guard) -> T) -> T {
+/// Runs one request-path call: never panics into Lua, always flushes queued log lines. The
+/// `mlua::Lua` handle (to reach the logger) is only built when there is something to log.
+///
+/// # Safety
+/// `l` is the state of a running C function call.
+unsafe fn call<T>(
+    l: *mut ffi::lua_State,
+    name: &str,
+    fallback: T,
+    f: impl FnOnce(&Guard) -> T,
+) -> T {
+    // SAFETY: `l` is a live state (the caller's contract); mlua attaches to it or finds the
+    // handle it made when the module was loaded.
+    let lua = || unsafe { Lua::get_or_init_from_ptr(l) };
     let out = match guard() {
         Ok(g) => {
             let out = catch_unwind(AssertUnwindSafe(|| f(&g)));
             for (level, msg) in g.take_logs() {
-                emit(lua, level.as_ksr(), &msg);
+                emit(lua(), level.as_ksr(), &msg);
             }
             out.map(Some).unwrap_or_else(|p| {
                 let why = p
@@ -101,7 +140,7 @@ fn call<T>(lua: &Lua, name: &str, fallback: T, f: impl FnOnce(&Guard) -> T) -> T
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 emit(
-                    lua,
+                    lua(),
                     "crit",
                     &format!("{name}: internal error ({why}); answering \"\""),
                 );
@@ -109,7 +148,7 @@ fn call<T>(lua: &Lua, name: &str, fallback: T, f: impl FnOnce(&Guard) -> T) -> T
             })
         }
         Err(e) => {
-            emit(lua, "err", &format!("{name}: {e}"));
+            emit(lua(), "err", &format!("{name}: {e}"));
             None
         }
     };
@@ -120,62 +159,70 @@ fn verdict_pair(v: &Verdict) -> (&'static str, &'static str) {
     (v.status(), v.kind())
 }
 
-/// `check_blacklist(ip)` → `status, type` (`"black", "ip"` or `"", ""`).
-fn check_blacklist(lua: &Lua, ip: Option<LuaString>) -> LuaResult<(&'static str, &'static str)> {
-    Ok(call(lua, "check_blacklist", ("", ""), |g| {
-        with_text(&ip, |ip| verdict_pair(&g.check_blacklist(ip)))
-    }))
+// The request-path functions are plain C functions on Lua's own API: mlua's callback layer
+// (argument conversion, reference stack, error protection) cost ~0.3 us per call inside a
+// Kamailio worker (perf), as much as the lookups. Each one reads its arguments, runs under
+// `call` (no panic escapes, logs flushed) and pushes `&'static str` answers.
+
+/// `check_blacklist(ip)` → `status, type` (`"black", "ip"`, `"white", "ip"` or `"", ""`).
+unsafe extern "C-unwind" fn check_blacklist(l: *mut ffi::lua_State) -> c_int {
+    let ip = arg(l, 1);
+    let (s, k) = call(l, "check_blacklist", ("", ""), |g| {
+        with_text(ip, |ip| verdict_pair(&g.check_blacklist(ip)))
+    });
+    answer(l, &[s, k])
 }
 
 /// `get_countrycode(ip)` → ISO code or `""`.
-fn get_countrycode(lua: &Lua, ip: Option<LuaString>) -> LuaResult<&'static str> {
-    Ok(call(lua, "get_countrycode", "", |g| {
-        with_text(&ip, |ip| g.country_code(ip))
-    }))
+unsafe extern "C-unwind" fn get_countrycode(l: *mut ffi::lua_State) -> c_int {
+    let ip = arg(l, 1);
+    let cc = call(l, "get_countrycode", "", |g| {
+        with_text(ip, |ip| g.country_code(ip))
+    });
+    answer(l, &[cc])
 }
 
 /// `check_country_blacklist(cc)` → `status, type` (`"black", "country"` or `"", ""`).
-fn check_country_blacklist(
-    lua: &Lua,
-    cc: Option<LuaString>,
-) -> LuaResult<(&'static str, &'static str)> {
-    Ok(call(lua, "check_country_blacklist", ("", ""), |g| {
-        with_text(&cc, |cc| verdict_pair(&g.check_country(cc)))
-    }))
+unsafe extern "C-unwind" fn check_country_blacklist(l: *mut ffi::lua_State) -> c_int {
+    let cc = arg(l, 1);
+    let (s, k) = call(l, "check_country_blacklist", ("", ""), |g| {
+        with_text(cc, |cc| verdict_pair(&g.check_country(cc)))
+    });
+    answer(l, &[s, k])
 }
 
 /// `check_user_blacklist(user)` → `status, type` (`"black", "user"` or `"", ""`).
-fn check_user_blacklist(
-    lua: &Lua,
-    user: Option<LuaString>,
-) -> LuaResult<(&'static str, &'static str)> {
-    Ok(call(lua, "check_user_blacklist", ("", ""), |g| {
-        with_text(&user, |user| verdict_pair(&g.check_user(user)))
-    }))
+unsafe extern "C-unwind" fn check_user_blacklist(l: *mut ffi::lua_State) -> c_int {
+    let user = arg(l, 1);
+    let (s, k) = call(l, "check_user_blacklist", ("", ""), |g| {
+        with_text(user, |user| verdict_pair(&g.check_user(user)))
+    });
+    answer(l, &[s, k])
 }
 
 /// `check_user_agent(ua)` → `status, type` (`"black", "ua"` or `"", ""`).
-fn check_user_agent(lua: &Lua, ua: Option<LuaString>) -> LuaResult<(&'static str, &'static str)> {
-    Ok(call(lua, "check_user_agent", ("", ""), |g| {
-        with_text(&ua, |ua| verdict_pair(&g.check_user_agent(ua)))
-    }))
+unsafe extern "C-unwind" fn check_user_agent(l: *mut ffi::lua_State) -> c_int {
+    let ua = arg(l, 1);
+    let (s, k) = call(l, "check_user_agent", ("", ""), |g| {
+        with_text(ua, |ua| verdict_pair(&g.check_user_agent(ua)))
+    });
+    answer(l, &[s, k])
 }
 
 /// `check(ip, ua, user)` → `status, type, country`: every check in one call.
-fn check(
-    lua: &Lua,
-    (ip, ua, user): (Option<LuaString>, Option<LuaString>, Option<LuaString>),
-) -> LuaResult<(&'static str, &'static str, &'static str)> {
-    Ok(call(lua, "sipguard_check", ("", "", ""), |g| {
-        with_text(&ip, |ip| {
-            with_text(&ua, |ua| {
-                with_text(&user, |user| {
+unsafe extern "C-unwind" fn check(l: *mut ffi::lua_State) -> c_int {
+    let (ip, ua, user) = (arg(l, 1), arg(l, 2), arg(l, 3));
+    let (s, k, cc) = call(l, "sipguard_check", ("", "", ""), |g| {
+        with_text(ip, |ip| {
+            with_text(ua, |ua| {
+                with_text(user, |user| {
                     let (v, cc) = g.check_all(ip, ua, user);
                     (v.status(), v.kind(), cc)
                 })
             })
         })
-    }))
+    });
+    answer(l, &[s, k, cc])
 }
 
 /// Builds the module table; `require "sipguard"` returns it. Does no I/O: it runs in
@@ -185,18 +232,19 @@ fn sipguard(lua: &Lua) -> LuaResult<LuaTable> {
     let t = lua.create_table()?;
     t.set("init", lua.create_function(init)?)?;
     t.set("set_logger", lua.create_function(set_logger)?)?;
-    t.set("check_blacklist", lua.create_function(check_blacklist)?)?;
-    t.set("get_countrycode", lua.create_function(get_countrycode)?)?;
-    t.set(
-        "check_country_blacklist",
-        lua.create_function(check_country_blacklist)?,
-    )?;
-    t.set(
-        "check_user_blacklist",
-        lua.create_function(check_user_blacklist)?,
-    )?;
-    t.set("check_user_agent", lua.create_function(check_user_agent)?)?;
-    t.set("check", lua.create_function(check)?)?;
+    let request_path: [(&str, ffi::lua_CFunction); 6] = [
+        ("check_blacklist", check_blacklist),
+        ("get_countrycode", get_countrycode),
+        ("check_country_blacklist", check_country_blacklist),
+        ("check_user_blacklist", check_user_blacklist),
+        ("check_user_agent", check_user_agent),
+        ("check", check),
+    ];
+    for (name, f) in request_path {
+        // SAFETY: each function only reads its arguments, catches every panic, and pushes
+        // static strings (see `call` and `answer`).
+        t.set(name, unsafe { lua.create_c_function(f)? })?;
+    }
     t.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(t)
 }

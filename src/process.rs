@@ -235,9 +235,8 @@ impl Guard {
     /// `check_user_agent($ua)`.
     pub fn check_user_agent(&self, raw: &str) -> Verdict {
         bump(&self.data.counters.check_user_agent);
-        let v = self.with_lists(|lists| {
-            engine::check_user_agent(lists, &self.default_user_agents, raw)
-        });
+        let v = self
+            .with_lists(|lists| engine::check_user_agent(lists, &self.default_user_agents, raw));
         self.count(v)
     }
 

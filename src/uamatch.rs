@@ -61,6 +61,11 @@ impl UaMatcher {
 
     /// The first pattern found in `ua`, if any.
     pub fn find(&self, ua: &str) -> Option<&UaPattern> {
+        // No User-Agent (or `sipguard_check` called without one): nothing to search, and the
+        // automaton's memory stays untouched.
+        if ua.is_empty() {
+            return None;
+        }
         let m = self.ac.as_ref()?.find(ua.as_bytes())?;
         self.patterns.get(m.pattern().as_usize())
     }
