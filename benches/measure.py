@@ -177,7 +177,7 @@ if cfg.get("perf") and subprocess.run(["perf", "--version"], capture_output=True
 maxrate = {}
 for name, inst, csv in cfg.get("maxrate", []):
     best = 0
-    for r in cfg.get("maxrate_steps", [4000, 7000, 10000, 13000, 16000]):
+    for r in cfg.get("maxrate_steps", [4000, 7000, 10000, 13000, 16000, 19000, 22000]):
         m = measure(insts[inst], csv, r, 3)
         sent = m["ok"] + m["fail"]
         if sent and m["fail"] / sent < 0.01 and m["ok"] >= 0.97 * r * 3:
