@@ -443,6 +443,14 @@ mod loader {
     }
 
     pub(super) fn run(cfg: Arc<Config>, data: Arc<Data>) {
+        // Large blocks (row vectors, the flattening map) straight from mmap, back to the
+        // system when freed: glibc otherwise raises this threshold after the first large free,
+        // and a reload's temporaries then stay in the arena (measured: a worker grew from 29
+        // to 57 MB RSS after one country reload, for good).
+        // SAFETY: mallopt only tunes glibc's allocator; any value is valid.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
