@@ -108,6 +108,20 @@ check("one call: a clean source writes nothing", avps["$avp(countryCode)"], nil)
 check_all("10.0.0.1", nil, nil)
 check("one call: no country, countryCode not written", avps["$avp(countryCode)"], nil)
 
+-- The module's own functions are C functions on Lua's API: whatever a script passes them, they
+-- answer (a table, a boolean, no argument at all is "no value"; a number is read as text).
+local sg = require "sipguard"
+for _, v in ipairs({ {}, true, false, print }) do
+    local ok, status, kind = pcall(sg.check_blacklist, v)
+    check("module: non-string argument (" .. type(v) .. ") answers empty", ok and status == "" and kind == "", true)
+end
+local ok, status = pcall(sg.check_blacklist)
+check("module: no argument answers empty", ok and status, "")
+ok, status = pcall(sg.get_countrycode, 0)
+check("module: a number is an address like any text (0 is not one)", ok and status, "")
+local ok3, s3, k3, c3 = pcall(sg.check, "2.20.179.10")
+check("module: check returns status, type, country", ok3 and (s3 .. "/" .. k3 .. "/" .. c3), "black/country/ES")
+
 local bad_lines = 0
 for _, l in ipairs(logs) do
     if l:find("not an IP address", 1, true) or l:find("too long", 1, true) or l:find("empty address", 1, true) then
