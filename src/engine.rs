@@ -3,7 +3,7 @@
 //! The adapters (`lua`, `db`, `process`) feed this module rows and addresses and turn its
 //! answers into AVPs; everything that decides whether a source is dropped lives here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -66,8 +66,9 @@ pub struct ListRows {
 /// query per source and keeps deciding while the database is away.
 #[derive(Debug, Clone, Default)]
 pub struct Lists {
-    black: NetSet<ListHit>,
-    white: NetSet<ListHit>,
+    /// Distinct addresses and networks in `black_list` and `white_list`, for the log line.
+    black_len: usize,
+    white_len: usize,
     /// Both lists in one set, allow-list entries ranked first: the request path answers
     /// `check_blacklist` with one lookup (a fresh source costs cache misses, not instructions).
     decide: NetSet<Verdict>,
@@ -79,11 +80,11 @@ pub struct Lists {
     user_agents: UaMatcher,
 }
 
-fn build_netset(
+fn parse_hits(
     rows: &[ListRow],
     table: &'static str,
     rejected: &mut Vec<Rejected>,
-) -> NetSet<ListHit> {
+) -> Vec<(IpNet, ListHit)> {
     let mut hits = Vec::with_capacity(rows.len());
     for row in rows {
         match parse_net(&row.value) {
@@ -98,7 +99,41 @@ fn build_netset(
             None => rejected.push(Rejected::of(table, row)),
         }
     }
-    NetSet::build(hits)
+    hits
+}
+
+fn distinct_nets(hits: &[(IpNet, ListHit)]) -> usize {
+    hits.iter().map(|(n, _)| *n).collect::<HashSet<_>>().len()
+}
+
+/// `black_list` and `white_list` as separate sets, to explain a decision step by step
+/// (`sipguard-admin explain`). Workers build only [`Lists`], whose one combined set is all the
+/// request path needs.
+#[derive(Debug, Clone, Default)]
+pub struct IpLists {
+    black: NetSet<ListHit>,
+    white: NetSet<ListHit>,
+}
+
+impl IpLists {
+    /// Builds both sets; rows that do not parse are left out (`Lists::build` reports them).
+    pub fn build(rows: &ListRows) -> IpLists {
+        let mut rejected = Vec::new();
+        IpLists {
+            black: NetSet::build(parse_hits(&rows.black, "black_list", &mut rejected)),
+            white: NetSet::build(parse_hits(&rows.white, "white_list", &mut rejected)),
+        }
+    }
+
+    /// The most specific `black_list` row containing `ip`.
+    pub fn black_hit(&self, ip: IpAddr) -> Option<&ListHit> {
+        self.black.lookup(ip)
+    }
+
+    /// The most specific `white_list` row containing `ip`.
+    pub fn white_hit(&self, ip: IpAddr) -> Option<&ListHit> {
+        self.white.lookup(ip)
+    }
 }
 
 impl Rejected {
@@ -116,16 +151,17 @@ impl Lists {
     /// that cannot be used (so the caller can log each once, with its id).
     pub fn build(rows: &ListRows, default_user_agents: &[String]) -> (Lists, Vec<Rejected>) {
         let mut rejected = Vec::new();
-        let black = build_netset(&rows.black, "black_list", &mut rejected);
-        let white = build_netset(&rows.white, "white_list", &mut rejected);
+        let black = parse_hits(&rows.black, "black_list", &mut rejected);
+        let white = parse_hits(&rows.white, "white_list", &mut rejected);
+        let (black_len, white_len) = (distinct_nets(&black), distinct_nets(&white));
         let decide = NetSet::build_ranked(
             white
-                .iter()
-                .map(|h| (h.net, Verdict::White(h.clone()), 0))
+                .into_iter()
+                .map(|(n, h)| (n, Verdict::White(h), 0))
                 .chain(
                     black
-                        .iter()
-                        .map(|h| (h.net, Verdict::Black(BlackKind::Ip(h.clone())), 1)),
+                        .into_iter()
+                        .map(|(n, h)| (n, Verdict::Black(BlackKind::Ip(h)), 1)),
                 ),
         );
         let mut countries = HashMap::new();
@@ -163,8 +199,8 @@ impl Lists {
             }
         }
         let lists = Lists {
-            black,
-            white,
+            black_len,
+            white_len,
             decide,
             countries,
             country_bits,
@@ -172,16 +208,6 @@ impl Lists {
             user_agents: UaMatcher::new(patterns),
         };
         (lists, rejected)
-    }
-
-    /// The most specific `black_list` row containing `ip`.
-    pub fn black_hit(&self, ip: IpAddr) -> Option<&ListHit> {
-        self.black.lookup(ip)
-    }
-
-    /// The most specific `white_list` row containing `ip`.
-    pub fn white_hit(&self, ip: IpAddr) -> Option<&ListHit> {
-        self.white.lookup(ip)
     }
 
     /// `check_blacklist`'s answer for `ip` from the lists: allow-listed, listed, or neither.
@@ -224,8 +250,8 @@ impl Lists {
     pub fn summary(&self) -> String {
         format!(
             "{} black addresses/networks, {} white, {} countries, {} users, {} User-Agent patterns",
-            self.black.len(),
-            self.white.len(),
+            self.black_len,
+            self.white_len,
             self.countries.len(),
             self.users.len(),
             self.user_agents.len()
@@ -234,7 +260,7 @@ impl Lists {
 
     /// Entries held: (black addresses and networks, countries).
     pub fn sizes(&self) -> (usize, usize) {
-        (self.black.len(), self.countries.len())
+        (self.black_len, self.countries.len())
     }
 }
 
@@ -284,9 +310,13 @@ pub fn is_country_code(raw: &str) -> bool {
 
 /// An ISO 3166 alpha-2 code (the data also has a few 3-letter pseudo codes), upper-cased.
 pub fn normalize_country(raw: &str) -> Option<String> {
-    let s = raw.trim();
-    let ok = (2..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphabetic());
-    ok.then(|| s.to_ascii_uppercase())
+    let k = country_key(raw)?;
+    Some(
+        k.iter()
+            .take_while(|&&b| b != 0)
+            .map(|&b| char::from(b))
+            .collect(),
+    )
 }
 
 /// What to answer while this process has never loaded the lists (database down at start).

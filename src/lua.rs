@@ -87,18 +87,20 @@ fn set_logger(lua: &Lua, f: LuaFunction) -> LuaResult<()> {
     lua.set_named_registry_value(LOGGER_KEY, f)
 }
 
+/// This process's guard. The config is read (from `init`, else `SIPGUARD_CONFIG`) only when
+/// the guard is first built, not on every request.
 fn guard() -> Result<Arc<Guard>, String> {
-    let mut slot = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
-    let cfg = match slot.as_ref() {
-        Some(c) => c.clone(),
-        None => {
-            let c = Arc::new(Config::from_env().map_err(|e| e.to_string())?);
-            *slot = Some(c.clone());
-            c
+    process::current(|| {
+        let mut slot = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(c) => Ok(c.clone()),
+            None => {
+                let c = Arc::new(Config::from_env().map_err(|e| e.to_string())?);
+                *slot = Some(c.clone());
+                Ok(c)
+            }
         }
-    };
-    drop(slot);
-    Ok(process::current(&cfg))
+    })
 }
 
 fn emit(lua: &Lua, level: &str, msg: &str) {
@@ -164,13 +166,26 @@ fn verdict_pair(v: &Verdict) -> (&'static str, &'static str) {
 // Kamailio worker (perf), as much as the lookups. Each one reads its arguments, runs under
 // `call` (no panic escapes, logs flushed) and pushes `&'static str` answers.
 
-/// `check_blacklist(ip)` → `status, type` (`"black", "ip"`, `"white", "ip"` or `"", ""`).
-unsafe extern "C-unwind" fn check_blacklist(l: *mut ffi::lua_State) -> c_int {
-    let ip = arg(l, 1);
-    let (s, k) = call(l, "check_blacklist", ("", ""), |g| {
-        with_text(ip, |ip| verdict_pair(&g.check_blacklist(ip)))
+/// The shape of the one-argument checks: read the argument, decide under `call`, push
+/// `status, type` (`"", ""` when clear or on any failure).
+///
+/// # Safety
+/// `l` is the state of a running C function call.
+unsafe fn one_check(
+    l: *mut ffi::lua_State,
+    name: &str,
+    decide: fn(&Guard, &str) -> Verdict,
+) -> c_int {
+    let raw = arg(l, 1);
+    let (s, k) = call(l, name, ("", ""), |g| {
+        with_text(raw, |text| verdict_pair(&decide(g, text)))
     });
     answer(l, &[s, k])
+}
+
+/// `check_blacklist(ip)` → `status, type` (`"black", "ip"`, `"white", "ip"` or `"", ""`).
+unsafe extern "C-unwind" fn check_blacklist(l: *mut ffi::lua_State) -> c_int {
+    one_check(l, "check_blacklist", Guard::check_blacklist)
 }
 
 /// `get_countrycode(ip)` → ISO code or `""`.
@@ -184,29 +199,17 @@ unsafe extern "C-unwind" fn get_countrycode(l: *mut ffi::lua_State) -> c_int {
 
 /// `check_country_blacklist(cc)` → `status, type` (`"black", "country"` or `"", ""`).
 unsafe extern "C-unwind" fn check_country_blacklist(l: *mut ffi::lua_State) -> c_int {
-    let cc = arg(l, 1);
-    let (s, k) = call(l, "check_country_blacklist", ("", ""), |g| {
-        with_text(cc, |cc| verdict_pair(&g.check_country(cc)))
-    });
-    answer(l, &[s, k])
+    one_check(l, "check_country_blacklist", Guard::check_country)
 }
 
 /// `check_user_blacklist(user)` → `status, type` (`"black", "user"` or `"", ""`).
 unsafe extern "C-unwind" fn check_user_blacklist(l: *mut ffi::lua_State) -> c_int {
-    let user = arg(l, 1);
-    let (s, k) = call(l, "check_user_blacklist", ("", ""), |g| {
-        with_text(user, |user| verdict_pair(&g.check_user(user)))
-    });
-    answer(l, &[s, k])
+    one_check(l, "check_user_blacklist", Guard::check_user)
 }
 
 /// `check_user_agent(ua)` → `status, type` (`"black", "ua"` or `"", ""`).
 unsafe extern "C-unwind" fn check_user_agent(l: *mut ffi::lua_State) -> c_int {
-    let ua = arg(l, 1);
-    let (s, k) = call(l, "check_user_agent", ("", ""), |g| {
-        with_text(ua, |ua| verdict_pair(&g.check_user_agent(ua)))
-    });
-    answer(l, &[s, k])
+    one_check(l, "check_user_agent", Guard::check_user_agent)
 }
 
 /// `check(ip, ua, user)` → `status, type, country`: every check in one call.

@@ -387,22 +387,23 @@ fn fork_generation() -> u64 {
     }
 }
 
-/// This process's guard, started on first use with `cfg`.
+/// This process's guard; on first use (in this process) started with the config `cfg` gives,
+/// which is asked for only then.
 ///
 /// A guard inherited across `fork` is forgotten, not dropped: its loader thread does not exist
 /// here, and dropping could close descriptors the parent still uses.
-pub fn current(cfg: &Arc<Config>) -> Arc<Guard> {
+pub fn current<E>(cfg: impl FnOnce() -> Result<Arc<Config>, E>) -> Result<Arc<Guard>, E> {
     let generation = fork_generation();
     let mut slot = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
     match slot.as_ref() {
-        Some((g_at, g)) if *g_at == generation => g.clone(),
+        Some((g_at, g)) if *g_at == generation => Ok(g.clone()),
         _ => {
+            let g = Guard::start(cfg()?);
             if let Some(inherited) = slot.take() {
                 std::mem::forget(inherited);
             }
-            let g = Guard::start(cfg.clone());
             *slot = Some((generation, g.clone()));
-            g
+            Ok(g)
         }
     }
 }
@@ -837,8 +838,8 @@ mod tests {
     #[test]
     fn same_process_reuses_its_guard() {
         let cfg = Arc::new(guard().config().clone());
-        let a = current(&cfg);
-        let b = current(&cfg);
+        let a = current(|| Ok::<_, ()>(cfg.clone())).unwrap();
+        let b = current(|| Err(())).expect("second call reuses the guard, no config needed");
         assert!(Arc::ptr_eq(&a, &b));
     }
 }

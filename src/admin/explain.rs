@@ -10,7 +10,7 @@ use mysql_async::Conn;
 use super::{sql, AdminError};
 use crate::addr;
 use crate::db;
-use crate::engine::{self, Lists};
+use crate::engine::{self, IpLists, Lists};
 
 /// One check, in the cfg's order, and what it found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,7 @@ pub async fn explain(
     let limit = Duration::from_secs(60);
     let tables = db::load_lists(conn, limit).await?;
     let (lists, _) = Lists::build(&tables.rows, scanner_patterns);
+    let ip_lists = IpLists::build(&tables.rows);
     let ranges = db::load_countries(conn, limit).await?.0.build();
     let detail = |rows: &[engine::ListRow], id: i64| {
         rows.iter()
@@ -59,7 +60,7 @@ pub async fn explain(
         }
     };
 
-    match lists.white_hit(ip) {
+    match ip_lists.white_hit(ip) {
         Some(h) => step(
             "white_list",
             format!("row {} {} ({:?})", h.id, h.net, h.detail),
@@ -70,7 +71,7 @@ pub async fn explain(
         ),
         None => step("white_list", "no match".into(), None),
     }
-    match lists.black_hit(ip) {
+    match ip_lists.black_hit(ip) {
         Some(h) => step(
             "black_list",
             format!("row {} {} ({:?})", h.id, h.net, h.detail),
