@@ -5,6 +5,7 @@
 //! | `addr`     | parse source addresses as Kamailio hands them over          |
 //! | `netset`   | address/CIDR sets with longest-prefix match                 |
 //! | `ranges`   | IP → country from nested ranges, narrowest wins             |
+//! | `countrydata` | country files (db-ip, IP2Location, MaxMind CSV, MMDB) read strictly |
 //! | `uamatch`  | scanner User-Agent substrings, case-insensitive          |
 //! | `engine`   | decisions, on plain values                                   |
 //! | `cache`    | per-source LRU with TTL                                      |
@@ -21,6 +22,7 @@ pub mod addr;
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod countrydata;
 pub mod db;
 pub mod engine;
 pub mod frozen;

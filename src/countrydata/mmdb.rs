@@ -1,0 +1,79 @@
+//! MaxMind DB files (`.mmdb`), read with the `maxminddb` crate, walking every network of both
+//! families (IPv4-mapped and 6to4 aliases of the IPv4 tree are skipped: they are the same
+//! networks again). The country comes from, in order: `country.iso_code` (GeoIP2/GeoLite2
+//! Country and City, DB-IP lite), `registered_country.iso_code`, then a top-level
+//! `country_code` (ip-location-db).
+
+use serde::Deserialize;
+
+use super::{code, CountryCell, CountryData, DataError, Input, Range};
+
+#[derive(Deserialize)]
+struct IsoCode<'a> {
+    #[serde(borrow)]
+    iso_code: Option<&'a str>,
+}
+
+/// The fields of a record that can carry a country; everything else is ignored.
+#[derive(Deserialize)]
+struct Record<'a> {
+    #[serde(borrow)]
+    country: Option<IsoCode<'a>>,
+    #[serde(borrow)]
+    registered_country: Option<IsoCode<'a>>,
+    #[serde(borrow)]
+    country_code: Option<&'a str>,
+}
+
+impl<'a> Record<'a> {
+    fn code(&self) -> Option<&'a str> {
+        fn iso<'a>(c: &Option<IsoCode<'a>>) -> Option<&'a str> {
+            c.as_ref().and_then(|c| c.iso_code)
+        }
+        iso(&self.country)
+            .or(iso(&self.registered_country))
+            .or(self.country_code)
+    }
+}
+
+/// Reads every network of `input` into `data`. A record whose code is not two letters stops
+/// the import with the network it belongs to (an MMDB has no lines).
+pub fn read(input: &Input, data: &mut CountryData) -> Result<(), DataError> {
+    let bad = |reason: String| DataError::File {
+        file: input.name.clone(),
+        reason,
+    };
+    let reader = maxminddb::Reader::from_source(input.bytes())
+        .map_err(|e| bad(format!("not a readable MaxMind DB: {e}")))?;
+    let networks = reader
+        .networks(maxminddb::WithinOptions::default())
+        .map_err(|e| bad(format!("cannot walk the networks: {e}")))?;
+    let mut with_country = 0u64;
+    for item in networks {
+        let item = item.map_err(|e| bad(format!("corrupt MaxMind DB: {e}")))?;
+        let net = item
+            .network()
+            .map_err(|e| bad(format!("corrupt MaxMind DB: {e}")))?;
+        let net = ipnet::IpNet::new(net.ip(), net.prefix())
+            .map_err(|e| bad(format!("corrupt MaxMind DB network: {e}")))?
+            .trunc();
+        let record: Option<Record<'_>> = item.decode().map_err(|e| {
+            bad(format!(
+                "network {net}: record is not a country record: {e}"
+            ))
+        })?;
+        let cell = match record.as_ref().and_then(Record::code) {
+            Some(c) => code::cell(c).map_err(|e| bad(format!("network {net}: {e}")))?,
+            None => CountryCell::NoCountry("(empty)"),
+        };
+        with_country += u64::from(matches!(cell, CountryCell::Code(_)));
+        data.add(Range::of_net(net), cell);
+    }
+    if with_country == 0 {
+        return Err(bad(format!(
+            "no network carries a country (database type {:?}): not a country database?",
+            reader.metadata().database_type
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! Country range files as operators download them, read into one shape: inclusive ranges with a
+//! two-letter code, per address family. No MySQL here; `admin::import` stores what this returns.
+//!
+//! | format | file(s) | module |
+//! |---|---|---|
+//! | db-ip style CSV (`start,end,CC`, text or `-num`) | DB-IP lite, ip-location-db | [`dbip`] |
+//! | IP2Location LITE DB1 CSV, IPv4 and IPv6 editions | `IP2LOCATION-LITE-DB1[.IPV6].CSV` | [`ip2location`] |
+//! | MaxMind GeoLite2-Country CSV (blocks + locations) | `GeoLite2-Country-Blocks-IPv4.csv`, … | [`maxmind_csv`] |
+//! | MaxMind DB (`.mmdb`): GeoIP2/GeoLite2, DB-IP, ip-location-db layouts | `GeoLite2-Country.mmdb`, … | [`mmdb`] |
+//!
+//! Every format goes through the same rules ([`code`], [`number`]): a code is exactly two
+//! letters, placeholders mean "no country" and are counted, never stored; a number's family
+//! comes from the file, never from its size; anything ambiguous is refused with file, line and
+//! reason. The whole input is read before anything is stored, so a refused file changes
+//! nothing.
+
+pub mod code;
+pub mod dbip;
+pub mod detect;
+pub mod ip2location;
+pub mod maxmind_csv;
+pub mod mmdb;
+pub mod number;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use code::{CountryCell, CountryCode};
+pub use detect::Format;
+
+/// An address family, as a file or `--family` states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    /// 32-bit numbers, dotted quads.
+    V4,
+    /// 128-bit numbers, colon notation.
+    V6,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// How to read the inputs; `None` fields are taken from each file's content and name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Force one format for every file (`--format`).
+    pub format: Option<Format>,
+    /// Family of numeric addresses (`--family`), for files whose name does not say it.
+    pub family: Option<Family>,
+}
+
+/// Why input was refused. Every variant names the file; line errors name the line too.
+#[derive(Debug, Error)]
+pub enum DataError {
+    /// A line that cannot be read without guessing.
+    #[error("{file}:{line}: {reason}")]
+    Line {
+        /// The file as given.
+        file: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong, in the operator's terms.
+        reason: String,
+    },
+    /// A whole-file problem: unknown format, corrupt MMDB, missing companion file.
+    #[error("{file}: {reason}")]
+    File {
+        /// The file as given.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file as given.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// IPv4 ranges: inclusive `(first, last, code)`, as `ipcountry.ipfrom/ipto` hold them.
+pub type V4Row = (u32, u32, CountryCode);
+/// IPv6 ranges: inclusive `(first, last, code)`, as `ipcountry6.ipfrom/ipto` hold them.
+pub type V6Row = (u128, u128, CountryCode);
+
+/// Everything read from the inputs, ready to store.
+#[derive(Debug, Default)]
+pub struct CountryData {
+    /// IPv4 rows, including those the file wrote as IPv4-mapped IPv6.
+    pub v4: Vec<V4Row>,
+    /// IPv6 rows outside `::ffff:0:0/96`.
+    pub v6: Vec<V6Row>,
+    /// Rows not stored because their country is a placeholder, by placeholder as written
+    /// (`ZZ`, `-`, `--`, `A1`, `A2`, `O1`, `(empty)`).
+    pub skipped: BTreeMap<String, u64>,
+    /// Rows (or parts of rows) in IPv4-mapped IPv6 space, stored as IPv4.
+    pub mapped: u64,
+    /// Each input with the format it was read as, in the order read.
+    pub files: Vec<(String, Format)>,
+}
+
+/// Start of `::ffff:0:0/96`, where IPv6 files (IP2Location's IPv6 edition) keep IPv4 space.
+const MAPPED_FIRST: u128 = 0xffff << 32;
+const MAPPED_LAST: u128 = MAPPED_FIRST | 0xffff_ffff;
+
+impl CountryData {
+    /// Adds one row; a placeholder is counted, a range touching IPv4-mapped space is split so
+    /// that part lands in IPv4, where an IPv4 source (and `::ffff:a.b.c.d`, which the module
+    /// folds to IPv4) finds it.
+    pub fn add(&mut self, range: Range, cell: CountryCell) {
+        let cc = match cell {
+            CountryCell::Code(cc) => cc,
+            CountryCell::NoCountry(p) => {
+                *self.skipped.entry(p.to_string()).or_default() += 1;
+                return;
+            }
+        };
+        match range {
+            Range::V4(s, e) => self.v4.push((s, e, cc)),
+            Range::V6(s, e) => {
+                if e < MAPPED_FIRST || s > MAPPED_LAST {
+                    self.v6.push((s, e, cc));
+                    return;
+                }
+                if s < MAPPED_FIRST {
+                    self.v6.push((s, MAPPED_FIRST - 1, cc));
+                }
+                let (ms, me) = (s.max(MAPPED_FIRST), e.min(MAPPED_LAST));
+                self.v4
+                    .push(((ms - MAPPED_FIRST) as u32, (me - MAPPED_FIRST) as u32, cc));
+                self.mapped += 1;
+                if e > MAPPED_LAST {
+                    self.v6.push((MAPPED_LAST + 1, e, cc));
+                }
+            }
+        }
+    }
+
+    /// Rows skipped as placeholders, all kinds together.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+}
+
+/// An inclusive range of one family, as read from a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    /// IPv4 first and last address.
+    V4(u32, u32),
+    /// IPv6 first and last address.
+    V6(u128, u128),
+}
+
+impl Range {
+    /// A range from two endpoints; refuses mixed families and a start after its end.
+    pub fn new(start: std::net::IpAddr, end: std::net::IpAddr) -> Result<Range, String> {
+        use std::net::IpAddr::{V4, V6};
+        let r = match (start, end) {
+            (V4(s), V4(e)) => Range::V4(s.into(), e.into()),
+            (V6(s), V6(e)) => Range::V6(s.into(), e.into()),
+            _ => return Err("start and end are of different address families".into()),
+        };
+        let ordered = match r {
+            Range::V4(s, e) => s <= e,
+            Range::V6(s, e) => s <= e,
+        };
+        if !ordered {
+            return Err(format!("start {start} is after end {end}"));
+        }
+        Ok(r)
+    }
+
+    /// The range a CIDR network covers.
+    pub fn of_net(net: ipnet::IpNet) -> Range {
+        match net {
+            ipnet::IpNet::V4(n) => Range::V4(n.network().into(), n.broadcast().into()),
+            ipnet::IpNet::V6(n) => Range::V6(n.network().into(), n.broadcast().into()),
+        }
+    }
+}
+
+/// Reads every file (format detected per file unless forced) into one [`CountryData`].
+/// MaxMind CSV Locations files are read first, whatever their position, so blocks can be
+/// joined to them.
+pub fn read(files: &[impl AsRef<Path>], opts: &Options) -> Result<CountryData, DataError> {
+    let mut inputs = Vec::with_capacity(files.len());
+    for f in files {
+        let input = Input::open(f.as_ref())?;
+        let format = match opts.format {
+            Some(f) => f,
+            None => detect::detect(&input)?,
+        };
+        inputs.push((input, format));
+    }
+    let mut data = CountryData::default();
+    let mut locations = maxmind_csv::Locations::default();
+    let (locs, rest): (Vec<_>, Vec<_>) = inputs
+        .into_iter()
+        .partition(|(i, f)| *f == Format::MaxmindCsv && maxmind_csv::is_locations(i));
+    for (input, format) in locs {
+        locations.read(&input)?;
+        data.files.push((input.name, format));
+    }
+    for (input, format) in rest {
+        match format {
+            Format::DbIp => dbip::read(&input, opts.family, &mut data)?,
+            Format::Ip2Location => ip2location::read(&input, opts.family, &mut data)?,
+            Format::MaxmindCsv => maxmind_csv::read_blocks(&input, &locations, &mut data)?,
+            Format::Mmdb => mmdb::read(&input, &mut data)?,
+        }
+        data.files.push((input.name, format));
+    }
+    Ok(data)
+}
+
+/// One input file, decompressed if it was gzip, held in memory: detection looks at both its
+/// head (CSV header) and its tail (the MMDB metadata marker), and the largest download
+/// (a full CSV, ~40 MB) is small next to what the import builds from it.
+pub struct Input {
+    /// The path as given, for messages.
+    pub name: String,
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl Input {
+    /// Reads `path`, gunzipping `.gz` content (by magic bytes, not by name).
+    pub fn open(path: &Path) -> Result<Input, DataError> {
+        let name = path.display().to_string();
+        let io = |source| DataError::Io {
+            file: name.clone(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw).map_err(io)?;
+        let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::with_capacity(raw.len() * 4);
+            flate2::read::MultiGzDecoder::new(raw.as_slice())
+                .read_to_end(&mut out)
+                .map_err(io)?;
+            out
+        } else {
+            raw
+        };
+        Ok(Input {
+            name,
+            path: path.to_path_buf(),
+            bytes,
+        })
+    }
+
+    /// An input from memory (tests, fuzzing).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Input {
+        Input {
+            name: name.to_string(),
+            path: PathBuf::from(name),
+            bytes,
+        }
+    }
+
+    /// The content, decompressed.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The content without a UTF-8 byte-order mark (spreadsheets add one).
+    pub fn text(&self) -> &[u8] {
+        self.bytes
+            .strip_prefix(b"\xef\xbb\xbf")
+            .unwrap_or(&self.bytes)
+    }
+
+    /// A CSV reader over [`Self::text`]: quotes, embedded commas and CRLF handled by the `csv`
+    /// crate, fields trimmed, `#` comment lines skipped, rows of any length (each format
+    /// checks its own field count).
+    pub fn reader(&self) -> csv::Reader<&[u8]> {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .comment(Some(b'#'))
+            .from_reader(self.text())
+    }
+
+    /// The family the file name states (`…ipv4…`, `…IPV6…`), if exactly one.
+    pub fn family_from_name(&self) -> Option<Family> {
+        let n = self
+            .path
+            .file_name()?
+            .to_string_lossy()
+            .to_ascii_lowercase();
+        match (n.contains("ipv4"), n.contains("ipv6")) {
+            (true, false) => Some(Family::V4),
+            (false, true) => Some(Family::V6),
+            _ => None,
+        }
+    }
+
+    /// The first line of text (without its line end), for detection.
+    pub fn first_line(&self) -> &[u8] {
+        let t = self.text();
+        let line = t.split(|&b| b == b'\n').next().unwrap_or(t);
+        line.strip_suffix(b"\r").unwrap_or(line)
+    }
+}
+
+/// Numbers the records of one CSV reader by line (1-based). The `csv` crate's own line count
+/// is one short after a CRLF line end (the record seems to start on the `\n` before it), so
+/// lines are counted here from the byte offsets, incrementally.
+pub(crate) struct Lines<'a> {
+    input: &'a Input,
+    text: &'a [u8],
+    /// Byte offset counted up to, and the line it is on.
+    at: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    /// A counter over `input`'s text (the same bytes [`Input::reader`] reads).
+    pub(crate) fn new(input: &'a Input) -> Lines<'a> {
+        Lines {
+            input,
+            text: input.text(),
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// The record with its line; a malformed record (the `csv` crate's own error: an unclosed
+    /// quote, say) is refused with its line.
+    pub(crate) fn record(
+        &mut self,
+        r: Result<csv::ByteRecord, csv::Error>,
+    ) -> Result<(u64, csv::ByteRecord), DataError> {
+        match r {
+            Ok(rec) => {
+                let byte = rec.position().map(|p| p.byte() as usize).unwrap_or(0);
+                Ok((self.line_at(byte), rec))
+            }
+            Err(e) => {
+                let byte = e.position().map(|p| p.byte() as usize).unwrap_or(0);
+                Err(DataError::Line {
+                    file: self.input.name.clone(),
+                    line: self.line_at(byte),
+                    reason: format!("not valid CSV: {e}"),
+                })
+            }
+        }
+    }
+
+    fn line_at(&mut self, byte: usize) -> u64 {
+        let mut byte = byte.min(self.text.len());
+        // Skip the line end the record was reported to start on.
+        while matches!(self.text.get(byte), Some(b'\r' | b'\n')) {
+            byte += 1;
+        }
+        if byte >= self.at {
+            let newlines = self.text[self.at..byte]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.line += newlines as u64;
+            self.at = byte;
+        }
+        self.line
+    }
+}
+
+/// A field as text; a field that is not UTF-8 is refused (codes and addresses are ASCII).
+pub(crate) fn field<'r>(rec: &'r csv::ByteRecord, i: usize) -> Result<&'r str, String> {
+    let raw = rec.get(i).unwrap_or_default();
+    std::str::from_utf8(raw).map_err(|_| format!("field {} is not valid UTF-8", i + 1))
+}
+
+/// Wraps a per-line reason into a [`DataError::Line`].
+pub(crate) fn at(input: &Input, line: u64) -> impl Fn(String) -> DataError + '_ {
+    move |reason| DataError::Line {
+        file: input.name.clone(),
+        line,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cc(s: &str) -> CountryCell {
+        code::cell(s).unwrap()
+    }
+
+    #[test]
+    fn mapped_space_lands_in_ipv4_and_straddling_rows_are_split() {
+        let mut d = CountryData::default();
+        d.add(
+            Range::V6(MAPPED_FIRST + 0x0100_0000, MAPPED_FIRST + 0x0100_00ff),
+            cc("AU"),
+        );
+        d.add(Range::V6(MAPPED_FIRST - 10, MAPPED_FIRST + 5), cc("US"));
+        d.add(Range::V6(0x2001 << 112, (0x2001 << 112) + 1), cc("JP"));
+        assert_eq!(
+            d.v4,
+            vec![
+                (0x0100_0000, 0x0100_00ff, CountryCode(*b"AU")),
+                (0, 5, CountryCode(*b"US"))
+            ]
+        );
+        assert_eq!(d.v6.len(), 2);
+        assert_eq!(
+            d.v6[0],
+            (MAPPED_FIRST - 10, MAPPED_FIRST - 1, CountryCode(*b"US"))
+        );
+        assert_eq!(d.mapped, 2);
+    }
+
+    #[test]
+    fn placeholders_are_counted_not_stored() {
+        let mut d = CountryData::default();
+        for p in ["ZZ", "-", "--", "", "A1", "zz"] {
+            d.add(Range::V4(1, 2), cc(p));
+        }
+        assert!(d.v4.is_empty());
+        assert_eq!(d.skipped_total(), 6);
+        assert_eq!(d.skipped.get("ZZ"), Some(&2));
+        assert_eq!(d.skipped.get("(empty)"), Some(&1));
+    }
+
+    #[test]
+    fn family_comes_from_the_name_only_when_it_says_one() {
+        let f = |n: &str| Input::from_bytes(n, vec![]).family_from_name();
+        assert_eq!(f("geolite2-country-ipv4-num.csv"), Some(Family::V4));
+        assert_eq!(f("IP2LOCATION-LITE-DB1.IPV6.CSV"), Some(Family::V6));
+        assert_eq!(f("country.csv"), None);
+        assert_eq!(f("ipv4-and-ipv6.csv"), None);
+    }
+}
