@@ -24,17 +24,13 @@ fn country_data() -> CountryRanges {
         } else {
             vec![format!("{root}/tests/data/country-slice.csv")]
         };
+    let data = sipguard::countrydata::read(&files, &Default::default()).expect("country data");
     let mut b = CountryRangesBuilder::default();
-    for f in files {
-        for line in std::fs::read_to_string(f).unwrap().lines() {
-            if let Ok(Some(r)) = sipguard::admin::import::parse_line(line) {
-                match (r.start, r.end) {
-                    (IpAddr::V4(s), IpAddr::V4(e)) => b.add_v4(s.into(), e.into(), &r.cc),
-                    (IpAddr::V6(s), IpAddr::V6(e)) => b.add_v6(s.into(), e.into(), &r.cc),
-                    _ => {}
-                }
-            }
-        }
+    for (s, e, cc) in data.v4 {
+        b.add_v4(s, e, cc.as_str());
+    }
+    for (s, e, cc) in data.v6 {
+        b.add_v6(s, e, cc.as_str());
     }
     b.build()
 }

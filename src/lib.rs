@@ -4,6 +4,7 @@
 //! |------------|-------------------------------------------------------------|
 //! | `addr`     | parse source addresses as Kamailio hands them over          |
 //! | `netset`   | address/CIDR sets with longest-prefix match                 |
+//! | `listcheck` | guard rails for list entries (mapped form, too wide)       |
 //! | `ranges`   | IP → country from nested ranges, narrowest wins             |
 //! | `countrydata` | country files (db-ip, IP2Location, MaxMind CSV, MMDB) read strictly |
 //! | `uamatch`  | scanner User-Agent substrings, case-insensitive          |
@@ -26,6 +27,7 @@ pub mod countrydata;
 pub mod db;
 pub mod engine;
 pub mod frozen;
+pub mod listcheck;
 pub mod logq;
 pub mod netset;
 pub mod process;

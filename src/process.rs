@@ -16,6 +16,7 @@ use crate::cache::TtlLru;
 use crate::config::Config;
 use crate::db;
 use crate::engine::{self, ListRows, Lists, Verdict};
+use crate::listcheck;
 use crate::logq::{Level, LogQueue, RateLimit};
 use crate::ranges::CountryRanges;
 use crate::snapshot;
@@ -702,6 +703,18 @@ mod loader {
                             r.table, r.id, r.value
                         ),
                     );
+                }
+            }
+            // Rows the admin tool would have refused (too wide, IPv4-mapped form): enforced,
+            // since the database is the truth, but named once so a typo does not go unseen.
+            for (table, rows) in [
+                ("black_list", &tables.rows.black),
+                ("white_list", &tables.rows.white),
+            ] {
+                for (id, line) in listcheck::review(table, rows) {
+                    if round.logged_bad.insert((table, id)) {
+                        data.logs.push(Level::Warn, line);
+                    }
                 }
             }
             data.logs

@@ -228,6 +228,12 @@ impl<K: RangeKey, V: SegmentValue> Segments<K, V> {
         }
     }
 
+    /// Every segment as (first key, value), in key order; a segment runs to the next one's
+    /// start (the last one to the top of the space), and `V::NONE` marks a gap.
+    pub fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
+        self.starts.iter().copied().zip(self.values.iter().copied())
+    }
+
     /// The value of the segment containing `k`.
     pub fn lookup(&self, k: K) -> Option<V> {
         if let (Some(b), false) = (k.bucket(), self.index.is_empty()) {
@@ -445,6 +451,23 @@ impl CountryRanges {
             IpAddr::V6(v6) => self.v6.lookup(u128::from(v6)),
         }?;
         self.codes.get(idx as usize).copied()
+    }
+
+    /// IPv4 segments as (first address, country), in order; `None` is a gap. Each runs to the
+    /// next one's start. For comparing two loads (`import-countries --dry-run`).
+    pub fn v4_segments(&self) -> impl Iterator<Item = (u32, Option<&'static str>)> + '_ {
+        self.v4.iter().map(|(s, v)| (s, self.code(v)))
+    }
+
+    /// IPv6 segments, as [`Self::v4_segments`].
+    pub fn v6_segments(&self) -> impl Iterator<Item = (u128, Option<&'static str>)> + '_ {
+        self.v6.iter().map(|(s, v)| (s, self.code(v)))
+    }
+
+    fn code(&self, v: u16) -> Option<&'static str> {
+        (v != u16::NONE)
+            .then(|| self.codes.get(v as usize).copied())
+            .flatten()
     }
 
     /// Segments held (IPv4, IPv6), for logs and stats.

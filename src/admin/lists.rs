@@ -4,7 +4,9 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 use super::{sql, AdminError};
+use crate::countrydata::{code, CountryCell};
 use crate::engine::{normalize_country, ListRow};
+use crate::listcheck::{self, Concern};
 use crate::netset::parse_net;
 
 /// The lists an operator edits.
@@ -44,21 +46,23 @@ impl ListKind {
     }
 
     /// The value as stored, or why it cannot be listed. Networks are stored in canonical form
-    /// (`192.0.2.7/24` → `192.0.2.0/24`, `/32` and `/128` as bare addresses).
+    /// (`192.0.2.7/24` → `192.0.2.0/24`, `/32` and `/128` as bare addresses, IPv4-mapped
+    /// IPv6 as IPv4); a country code is exactly two letters, upper case.
     pub fn normalize(self, raw: &str) -> Result<String, AdminError> {
         let bad = |why: &str| AdminError::Input(format!("{raw:?} {why}"));
         match self {
             ListKind::Black | ListKind::White => {
                 let net = parse_net(raw)
                     .ok_or_else(|| bad("is not an IPv4/IPv6 address or CIDR network"))?;
-                Ok(if net.prefix_len() == net.max_prefix_len() {
-                    net.addr().to_string()
-                } else {
-                    net.to_string()
-                })
+                Ok(listcheck::show(net))
             }
-            ListKind::Country => normalize_country(raw)
-                .ok_or_else(|| bad("is not a country code (2 letters, ISO 3166)")),
+            ListKind::Country => match code::cell(raw) {
+                Ok(CountryCell::Code(cc)) => Ok(cc.to_string()),
+                Ok(CountryCell::NoCountry(p)) => Err(bad(&format!(
+                    "is a placeholder ({p}) meaning \"no country\", not a country code"
+                ))),
+                Err(_) => Err(bad("is not a country code (2 letters, ISO 3166-1 alpha-2)")),
+            },
             ListKind::User | ListKind::Ua => {
                 let v = raw.trim();
                 if v.is_empty() || v.len() > 128 {
@@ -67,6 +71,16 @@ impl ListKind {
                     Ok(v.to_string())
                 }
             }
+        }
+    }
+
+    /// What an existing row means, for finding and removing it: [`Self::normalize`], but
+    /// rows typed by hand with a code the tool would refuse (`USA`) still match themselves.
+    fn key(self, raw: &str) -> Option<String> {
+        match (self, self.normalize(raw)) {
+            (_, Ok(v)) => Some(v),
+            (ListKind::Country, Err(_)) => normalize_country(raw),
+            _ => None,
         }
     }
 }
@@ -96,7 +110,7 @@ async fn find(
     Ok(list(conn, kind)
         .await?
         .into_iter()
-        .find(|r| kind.normalize(&r.value).is_ok_and(|v| v == normalized)))
+        .find(|r| kind.key(&r.value).is_some_and(|v| v == normalized)))
 }
 
 /// Whether `add` created a row or found one already there.
@@ -108,16 +122,110 @@ pub enum Added {
     Existing(i64),
 }
 
+/// What `add` did, and what the operator must hear about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddOutcome {
+    /// The value as stored.
+    pub value: String,
+    /// The row.
+    pub added: Added,
+    /// Lines for the operator: an IPv4-mapped entry stored as IPv4, a wide entry stored
+    /// under `--force`, allow-list rows that stay exempt from a new block-list entry.
+    pub notes: Vec<String>,
+}
+
+/// The guard rails of [`crate::listcheck`] for an address entry: notes to print, or the
+/// refusal of a too-wide entry without `force`.
+fn guard(kind: ListKind, raw: &str, force: bool) -> Result<Vec<String>, AdminError> {
+    let Some(net) = parse_net(raw) else {
+        return Ok(Vec::new());
+    };
+    let mut notes = Vec::new();
+    for c in listcheck::concerns(raw, net) {
+        match c {
+            Concern::Mapped { as_v4 } => notes.push(format!(
+                "{}; stored as {}",
+                c.describe(raw),
+                listcheck::show(as_v4)
+            )),
+            Concern::Wide { .. } => {
+                let effect = match kind {
+                    ListKind::White => {
+                        "in white_list it would switch every check off for all of them"
+                    }
+                    _ => "in black_list it would drop every request from all of them",
+                };
+                let limit = format!(
+                    "/{} (IPv4) or /{} (IPv6)",
+                    listcheck::WIDEST_V4,
+                    listcheck::WIDEST_V6
+                );
+                if !force {
+                    return Err(AdminError::Input(format!(
+                        "{}; {effect}. Entries wider than {limit} need --force",
+                        c.describe(raw)
+                    )));
+                }
+                notes.push(format!(
+                    "{}; {effect}; stored because of --force",
+                    c.describe(raw)
+                ));
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// `white_list` rows inside or around `net`: they stay exempt from a new `black_list` entry.
+async fn exempt(conn: &mut Conn, net: ipnet::IpNet) -> Result<Vec<String>, AdminError> {
+    let rows = list(conn, ListKind::White).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let w = parse_net(&r.value)?;
+            (net.contains(&w) || w.contains(&net)).then(|| {
+                let detail = if r.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({:?})", r.detail)
+                };
+                format!(
+                    "white_list row {} {}{detail} stays exempt: the allow-list wins",
+                    r.id,
+                    listcheck::show(w)
+                )
+            })
+        })
+        .collect())
+}
+
 /// Adds a value (idempotent). The table's trigger bumps the generation, so workers reload.
+///
+/// Address entries pass the guard rails first: wider than a /8 (IPv4) or /16 (IPv6) is
+/// refused ([`AdminError::Input`]) unless `force`; the outcome's notes say what was stored.
 pub async fn add(
     conn: &mut Conn,
     kind: ListKind,
     raw: &str,
     detail: &str,
-) -> Result<(String, Added), AdminError> {
+    force: bool,
+) -> Result<AddOutcome, AdminError> {
     let value = kind.normalize(raw)?;
+    let mut notes = match kind {
+        ListKind::Black | ListKind::White => guard(kind, raw, force)?,
+        _ => Vec::new(),
+    };
+    if kind == ListKind::Black {
+        if let Some(net) = parse_net(raw) {
+            notes.extend(exempt(conn, net).await?);
+        }
+    }
     if let Some(row) = find(conn, kind, &value).await? {
-        return Ok((value, Added::Existing(row.id)));
+        return Ok(AddOutcome {
+            value,
+            added: Added::Existing(row.id),
+            notes,
+        });
     }
     conn.exec_drop(
         format!(
@@ -130,7 +238,11 @@ pub async fn add(
     .await
     .map_err(sql("insert"))?;
     let id = conn.last_insert_id().unwrap_or(0) as i64;
-    Ok((value, Added::New(id)))
+    Ok(AddOutcome {
+        value,
+        added: Added::New(id),
+        notes,
+    })
 }
 
 /// Removes every row meaning `raw`; `NotFound` when there is none.
@@ -143,7 +255,7 @@ pub async fn remove(
     let ids: Vec<i64> = list(conn, kind)
         .await?
         .into_iter()
-        .filter(|r| kind.normalize(&r.value).is_ok_and(|v| v == value))
+        .filter(|r| kind.key(&r.value).is_some_and(|v| v == value))
         .map(|r| r.id)
         .collect();
     if ids.is_empty() {
@@ -179,17 +291,55 @@ mod tests {
             "2001:db8::1"
         );
         assert_eq!(ListKind::Country.normalize("es").unwrap(), "ES");
+        assert_eq!(ListKind::Country.normalize("XK").unwrap(), "XK");
+        assert_eq!(
+            ListKind::Black.normalize("::ffff:0:0/96").unwrap(),
+            "0.0.0.0/0"
+        );
         assert_eq!(ListKind::Ua.normalize(" sipcli ").unwrap(), "sipcli");
         for (kind, bad) in [
             (ListKind::Black, "192.0.2.0/33"),
             (ListKind::Black, "example.com"),
             (ListKind::Country, "Spain"),
             (ListKind::Country, "E1"),
+            (ListKind::Country, "USA"),
+            (ListKind::Country, "ZZ"),
             (ListKind::User, ""),
             (ListKind::Ua, "   "),
         ] {
             let e = kind.normalize(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}: {e}");
         }
+        // A hand-typed row the tool would refuse still matches itself, so it can be removed.
+        assert_eq!(ListKind::Country.key("usa").as_deref(), Some("USA"));
+    }
+
+    #[test]
+    fn wide_entries_need_force_and_mapped_ones_are_announced() {
+        for (kind, raw) in [
+            (ListKind::White, "0.0.0.0/0"),
+            (ListKind::White, "::/0"),
+            (ListKind::White, "0.0.0.0/1"),
+            (ListKind::Black, "::ffff:0:0/96"),
+        ] {
+            let e = guard(kind, raw, false).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("need --force"), "{raw}: {e}");
+        }
+        let e = guard(ListKind::White, "0.0.0.0/0", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("4,294,967,296 addresses") && e.contains("switch every check off"),
+            "{e}"
+        );
+        let notes = guard(ListKind::Black, "::ffff:0:0/96", true).unwrap();
+        assert!(notes[0].ends_with("stored as 0.0.0.0/0"), "{notes:?}");
+        assert!(notes[1].contains("stored because of --force"), "{notes:?}");
+        let notes = guard(ListKind::Black, "::ffff:192.0.2.0/120", false).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(guard(ListKind::Black, "10.0.0.0/8", false)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -13,6 +13,7 @@ use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use sipguard::admin::{self, explain, import, lists, AdminError};
 use sipguard::config::{self, Config};
+use sipguard::countrydata;
 use sipguard::stats;
 
 #[derive(Parser)]
@@ -40,12 +41,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load db-ip style CSV files (start,end,CC; text or numeric; .gz accepted) into
-    /// ipcountry/ipcountry6, replacing them atomically. A bad line changes nothing.
+    /// Load country data into ipcountry/ipcountry6, replacing them atomically: db-ip style CSV,
+    /// IP2Location LITE DB1 CSV (IPv4 and IPv6 editions), MaxMind GeoLite2 Country CSV
+    /// (blocks and locations together) or a MaxMind DB (.mmdb); .gz accepted. The format is
+    /// detected per file. A bad line changes nothing.
     ImportCountries {
-        /// CSV files; IPv4 and IPv6 rows may be mixed. A family absent from all files keeps its table.
+        /// Country files. A family absent from all of them keeps its table.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Read every file as this format instead of detecting it.
+        #[arg(long, value_parser = parse_format)]
+        format: Option<countrydata::Format>,
+        /// Address family of numeric addresses, for files whose name does not say it
+        /// (db-ip `-num` files, IP2Location's IPv6 edition under another name).
+        #[arg(long, value_enum)]
+        family: Option<FamilyArg>,
+        /// Read and check everything, print what would change against the live tables, and
+        /// change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// black_list: addresses and CIDR networks to drop.
     Black(ListCmd),
@@ -87,6 +101,16 @@ enum Command {
     },
 }
 
+fn parse_format(s: &str) -> Result<countrydata::Format, String> {
+    s.parse()
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FamilyArg {
+    Ipv4,
+    Ipv6,
+}
+
 #[derive(clap::Args)]
 struct ListCmd {
     #[command(subcommand)]
@@ -101,6 +125,10 @@ enum ListAction {
         /// Free text, the post's `detail` column.
         #[arg(long, default_value = "")]
         detail: String,
+        /// Store an address entry wider than a /8 (IPv4) or /16 (IPv6), which would drop (black)
+        /// or exempt from every check (white) that many sources.
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a value (exit code 3 when it is not listed).
     Remove { value: String },
@@ -210,32 +238,91 @@ struct ImportProgress {
 }
 
 impl import::Progress for ImportProgress {
-    fn update(&self, bytes: u64, rows: u64) {
+    fn update(&self, rows: u64, total: u64) {
         match &self.bar {
             Some(bar) => {
-                bar.set_position(bytes);
-                bar.set_message(format!("{rows} rows"));
+                bar.set_length(total);
+                bar.set_position(rows);
             }
             None if rows >= self.last_line.get() + 100_000 => {
                 self.last_line.set(rows);
-                eprintln!("sipguard-admin: {rows} rows read");
+                eprintln!("sipguard-admin: {rows} of {total} rows stored");
             }
             None => {}
         }
     }
 }
 
+/// Prints what an import reads and what it changes (the same for a dry run and a real one).
+fn print_summary(s: &import::Summary) {
+    for (file, format) in &s.files {
+        println!("read {file} as {format}");
+    }
+    println!(
+        "IPv4: {} ranges ({} nested in wider ones{})",
+        s.v4,
+        s.nested.0,
+        if s.mapped > 0 {
+            format!(", {} from IPv4-mapped IPv6 rows", s.mapped)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "IPv6: {} ranges ({} nested in wider ones)",
+        s.v6, s.nested.1
+    );
+    if s.skipped.is_empty() {
+        println!("no placeholder rows");
+    } else {
+        let each: Vec<String> = s.skipped.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        println!("skipped (placeholder: no country): {}", each.join(", "));
+    }
+    let family =
+        |name: &str, d: &admin::country_diff::FamilyDiff, unit: &str, scale: fn(u128) -> u128| {
+            if d.changed == 0 {
+                println!("{name}: no address changes country");
+                return;
+            }
+            println!(
+                "{name}: {} {unit} change country; most affected (gained / lost {unit}):",
+                scale(d.changed)
+            );
+            for (cc, g, l) in d.top(10) {
+                println!("  {cc}  +{} / -{}", scale(g), scale(l));
+            }
+        };
+    if s.v4 > 0 {
+        family("IPv4 against ipcountry", &s.v4_changes, "addresses", |n| n);
+    } else {
+        println!("IPv4: no rows in the input; ipcountry is kept");
+    }
+    if s.v6 > 0 {
+        family(
+            "IPv6 against ipcountry6",
+            &s.v6_changes,
+            "/64s",
+            admin::country_diff::per_64,
+        );
+    } else {
+        println!("IPv6: no rows in the input; ipcountry6 is kept");
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
-        Command::ImportCountries { files } => {
+        Command::ImportCountries {
+            files,
+            format,
+            family,
+            dry_run,
+        } => {
             let mut conn = connect(&cli).await?;
             let bar = std::io::stderr().is_terminal().then(|| {
-                let bar = indicatif::ProgressBar::new(import::total_bytes(files));
+                let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:40} {bytes}/{total_bytes} {msg} ({eta})",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows ({eta})")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 bar
             });
@@ -243,20 +330,32 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 bar,
                 last_line: 0.into(),
             };
+            let opts = countrydata::Options {
+                format: *format,
+                family: family.map(|f| match f {
+                    FamilyArg::Ipv4 => countrydata::Family::V4,
+                    FamilyArg::Ipv6 => countrydata::Family::V6,
+                }),
+            };
             let started = Instant::now();
-            let report = import::import(&mut conn, files, &progress)
+            let report = import::import(&mut conn, files, &opts, *dry_run, &progress)
                 .await
                 .context("import-countries")?;
             if let Some(bar) = &progress.bar {
                 bar.finish_and_clear();
             }
-            println!(
-                "imported {} IPv4 and {} IPv6 ranges in {:.1} s; replaced {}",
-                report.v4,
-                report.v6,
-                started.elapsed().as_secs_f64(),
-                report.replaced.join(", ")
-            );
+            print_summary(&report.summary);
+            if *dry_run {
+                println!("dry run: nothing was changed");
+            } else {
+                println!(
+                    "imported {} IPv4 and {} IPv6 ranges in {:.1} s; replaced {}",
+                    report.summary.v4,
+                    report.summary.v6,
+                    started.elapsed().as_secs_f64(),
+                    report.replaced.join(", ")
+                );
+            }
         }
         Command::Black(c)
         | Command::White(c)
@@ -272,12 +371,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let mut conn = connect(&cli).await?;
             match &c.action {
-                ListAction::Add { value, detail } => {
-                    match lists::add(&mut conn, kind, value, detail).await? {
-                        (v, lists::Added::New(id)) => {
+                ListAction::Add {
+                    value,
+                    detail,
+                    force,
+                } => {
+                    let out = lists::add(&mut conn, kind, value, detail, *force).await?;
+                    for note in &out.notes {
+                        println!("note: {note}");
+                    }
+                    let v = &out.value;
+                    match out.added {
+                        lists::Added::New(id) => {
                             println!("added {v} to {} (id {id})", kind.table())
                         }
-                        (v, lists::Added::Existing(id)) => {
+                        lists::Added::Existing(id) => {
                             println!("{v} is already in {} (id {id})", kind.table())
                         }
                     }
