@@ -133,23 +133,54 @@ SQL
     done
 }
 
+# sg_npm_fetch PACKAGE DIR: the files of an npm package, unpacked once into .run/data/DIR
+# (the registry's tarball, no install scripts run). Prints the directory; fails when the
+# registry cannot be reached and nothing was fetched before.
+sg_npm_fetch() {
+    local pkg="$1" out="$SG_ROOT/.run/data/$2"
+    if [ ! -f "$out/package.json" ]; then
+        local tmp; tmp=$(mktemp -d "$SG_ROOT/.run/npm.XXXXXX") || return 1
+        if (cd "$tmp" && timeout 300 npm pack --silent "$pkg" >/dev/null 2>&1); then
+            mkdir -p "$out" && tar xzf "$tmp"/*.tgz -C "$out" --strip-components=1
+            sg_log "data: $pkg from the npm registry"
+        fi
+        rm -rf "$tmp"
+    fi
+    [ -f "$out/package.json" ] && echo "$out"
+}
+
 # Prints the paths of the full country CSVs (IPv4, IPv6), fetching the npm package once into
 # .run/data; prints the shipped slice instead when the registry cannot be reached.
 sg_country_files() {
-    local data="$SG_ROOT/.run/data"
-    mkdir -p "$data"
-    if [ ! -f "$data/package/geo-whois-asn-country-ipv4.csv" ]; then
-        if (cd "$data" && timeout 300 npm pack --silent "$SG_COUNTRY_PKG" >/dev/null 2>&1 \
-                && tar xzf ./*geo-whois-asn-country-*.tgz && rm -f ./*.tgz); then
-            sg_log "country data: $SG_COUNTRY_PKG from the npm registry (CC BY 4.0, NRO)"
-        else
-            sg_log "country data: npm registry unreachable, using the shipped slice"
-            echo "$SG_ROOT/tests/data/country-slice.csv"
-            return 0
-        fi
+    mkdir -p "$SG_ROOT/.run/data"
+    local dir
+    if ! dir=$(sg_npm_fetch "$SG_COUNTRY_PKG" package); then
+        sg_log "country data: npm registry unreachable, using the shipped slice"
+        echo "$SG_ROOT/tests/data/country-slice.csv"
+        return 0
     fi
-    echo "$data/package/geo-whois-asn-country-ipv4.csv"
-    echo "$data/package/geo-whois-asn-country-ipv6.csv"
+    echo "$dir/geo-whois-asn-country-ipv4.csv"
+    echo "$dir/geo-whois-asn-country-ipv6.csv"
+}
+
+# sg_geo_test_data: fetches the real files the country-format tests compare (GeoLite2 country
+# data as db-ip style CSV and as .mmdb from ip-location-db, and MaxMind's own GeoLite2-Country
+# .mmdb layout) and prints the SIPGUARD_TEST_GEO_* assignments for them; prints nothing for a
+# package the registry would not give.
+sg_geo_test_data() {
+    local d
+    d=$(sg_npm_fetch @ip-location-db/geolite2-country geolite2-country) \
+        && echo "SIPGUARD_TEST_GEO_CSV=$d/geolite2-country-ipv4.csv:$d/geolite2-country-ipv6.csv"
+    d=$(sg_npm_fetch @ip-location-db/geolite2-country-mmdb geolite2-country-mmdb) \
+        && echo "SIPGUARD_TEST_GEO_MMDB=$d/geolite2-country.mmdb"
+    d=$(sg_npm_fetch geolite2-country maxmind-geolite2-country) \
+        && echo "SIPGUARD_TEST_GEO_MAXMIND_MMDB=$d/GeoLite2-Country.mmdb.gz"
+}
+
+# sg_python_mmdb: Python's mmdb-writer (PyPI), which scripts/make_mmdb.py uses to write
+# GeoIP2-layout .mmdb files for the N benchmark and the format tests.
+sg_python_mmdb() {
+    python3 -c 'import mmdb_writer, netaddr' 2>/dev/null || python3 -m pip install -q mmdb-writer netaddr
 }
 
 # sg_write_config FILE [extra JSON members]: a module config pointing at the private MariaDB.
