@@ -290,7 +290,7 @@ fn refused_input_and_dry_runs_change_nothing() {
             "next.csv",
             "1.0.0.0,1.0.0.255,NZ\n1.11.0.0,1.11.255.255,KR\n2.20.0.0,2.20.255.255,FR\n2.20.179.0,2.20.179.255,ES\n5.5.5.0,5.5.5.255,DE\n",
         );
-        let r = run(&mut conn, &[next.clone()], Options::default(), true)
+        let r = run(&mut conn, std::slice::from_ref(&next), Options::default(), true)
             .await
             .unwrap();
         assert!(r.replaced.is_empty());
@@ -391,6 +391,7 @@ fn real_geolite2_files_agree_across_formats_and_with_the_reader() {
         let addrs = sample(&parsed);
 
         let mut loaded = Vec::new();
+        let mut epochs = Vec::new();
         let mut sources = vec![
             ("ip-location-db CSV", csv.clone()),
             ("ip-location-db MMDB", mmdb.clone()),
@@ -423,6 +424,7 @@ fn real_geolite2_files_agree_across_formats_and_with_the_reader() {
                         .to_vec(),
                 )
                 .unwrap();
+                epochs.push(reader.metadata().build_epoch);
                 let differ = addrs
                     .iter()
                     .zip(&answers)
@@ -452,9 +454,14 @@ fn real_geolite2_files_agree_across_formats_and_with_the_reader() {
                 .zip(answers)
                 .filter(|(x, y)| x != y && (x.is_none() || y.is_none()))
                 .count();
-            eprintln!("{name} vs ip-location-db: {d} of 10,000 differ ({none} known to one only)");
-            // Another release of the same data: a few percent move between months.
-            assert!(d < 500, "{name}: {d} of 10,000 differ");
+            let days = epochs[0].abs_diff(epochs[1]) / 86_400;
+            eprintln!(
+                "{name} vs ip-location-db: {d} of 10,000 differ ({none} known to one only); the two were built {days} days apart"
+            );
+            // Another release of the same data: networks move between countries from one
+            // month to the next (IPv6 most), so they are not expected to agree; a misread
+            // layout (no code, or the wrong field) would disagree on most addresses.
+            assert!(d < 2_000, "{name}: {d} of 10,000 differ");
         }
     });
 }

@@ -163,6 +163,11 @@ async fn store(
     .await
     .map_err(sql("create shadow tables"))?;
 
+    // One transaction for all rows: one log flush instead of one per batch (the shadow tables
+    // are invisible to the workers until the RENAME anyway).
+    conn.query_drop("START TRANSACTION")
+        .await
+        .map_err(sql("start transaction"))?;
     let total = (data.v4.len() + data.v6.len()) as u64;
     let mut done = 0u64;
     for chunk in data.v4.chunks(BATCH) {
@@ -194,6 +199,8 @@ async fn store(
         done += chunk.len() as u64;
         progress.update(done, total);
     }
+
+    conn.query_drop("COMMIT").await.map_err(sql("commit"))?;
 
     // Every row must be in before anything is swapped.
     let want = [

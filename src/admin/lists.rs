@@ -140,40 +140,35 @@ fn guard(kind: ListKind, raw: &str, force: bool) -> Result<Vec<String>, AdminErr
     let Some(net) = parse_net(raw) else {
         return Ok(Vec::new());
     };
-    let mut notes = Vec::new();
-    for c in listcheck::concerns(raw, net) {
-        match c {
-            Concern::Mapped { as_v4 } => notes.push(format!(
-                "{}; stored as {}",
-                c.describe(raw),
-                listcheck::show(as_v4)
-            )),
-            Concern::Wide { .. } => {
-                let effect = match kind {
-                    ListKind::White => {
-                        "in white_list it would switch every check off for all of them"
-                    }
-                    _ => "in black_list it would drop every request from all of them",
-                };
-                let limit = format!(
-                    "/{} (IPv4) or /{} (IPv6)",
-                    listcheck::WIDEST_V4,
-                    listcheck::WIDEST_V6
-                );
-                if !force {
-                    return Err(AdminError::Input(format!(
-                        "{}; {effect}. Entries wider than {limit} need --force",
-                        c.describe(raw)
-                    )));
-                }
-                notes.push(format!(
-                    "{}; {effect}; stored because of --force",
-                    c.describe(raw)
-                ));
-            }
-        }
+    let concerns = listcheck::concerns(raw, net);
+    let said: Vec<String> = concerns.iter().map(|c| c.describe(raw)).collect();
+    if concerns.iter().any(|c| matches!(c, Concern::Wide { .. })) && !force {
+        return Err(AdminError::Input(format!(
+            "{}; {}. Entries wider than /{} (IPv4) or /{} (IPv6) need --force",
+            said.join("; "),
+            wide_effect(kind),
+            listcheck::WIDEST_V4,
+            listcheck::WIDEST_V6
+        )));
     }
-    Ok(notes)
+    Ok(concerns
+        .iter()
+        .zip(said)
+        .map(|(c, s)| match c {
+            Concern::Mapped { as_v4 } => format!("{s}; stored as {}", listcheck::show(*as_v4)),
+            Concern::Wide { .. } => {
+                format!("{s}; {}; stored because of --force", wide_effect(kind))
+            }
+        })
+        .collect())
+}
+
+/// What a too-wide entry would do, in the list it is added to.
+fn wide_effect(kind: ListKind) -> &'static str {
+    match kind {
+        ListKind::White => "in white_list it would switch every check off for all of them",
+        _ => "in black_list it would drop every request from all of them",
+    }
 }
 
 /// `white_list` rows inside or around `net`: they stay exempt from a new `black_list` entry.

@@ -6,6 +6,7 @@ set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 
 sg_suite admin
+sg_python_mmdb
 sg_mariadb_start "$dir/db"
 sg_schema
 mkdir -p "$dir/kam"
@@ -38,6 +39,17 @@ until_state() {
     done
 }
 within_bound() { [ "$(echo "$1 <= 2.5" | bc -l)" = 1 ]; }
+# until_log NEEDLE: sends OPTIONS (workers write the loader's log lines when they next run)
+# until a line of the Kamailio log contains NEEDLE, for at most 5 s; prints the line.
+until_log() {
+    local line
+    for i in $(seq 1 25); do
+        line=$(grep -F -m1 -- "$1" "$LOG") && { echo "$line"; return 0; }
+        sg_options "$dir" 127.0.0.2 "" "log$i" || true
+        sleep 0.2
+    done
+    return 1
+}
 
 # 1. Import the country slice; the workers pick it up.
 out=$(admin import-countries "$SG_ROOT/tests/data/country-slice.csv" 2>&1)
@@ -87,7 +99,7 @@ import sys
 with open(sys.argv[1], "w") as f:
     for i in range(400000):
         a = 0x0B000000 + i * 16
-        f.write("%d.%d.%d.%d,%d.%d.%d.%d,ZZ\n" % (a >> 24, a >> 16 & 255, a >> 8 & 255, a & 255, a >> 24, a >> 16 & 255, a >> 8 & 255, (a & 255) + 15))
+        f.write("%d.%d.%d.%d,%d.%d.%d.%d,US\n" % (a >> 24, a >> 16 & 255, a >> 8 & 255, a & 255, a >> 24, a >> 16 & 255, a >> 8 & 255, (a & 255) + 15))
 ' "$dir/big.csv"
 admin import-countries "$dir/big.csv" >/dev/null 2>&1 &
 imp=$!
@@ -103,6 +115,80 @@ for i in $(seq 1 20); do
     sleep 0.5
 done
 [ $rc -eq 0 ] && ok "the next import succeeds (leftover shadow tables are replaced)" || ko "import after kill" "rc=$rc $out"
+
+# 5c. Other vendors' formats: an .mmdb in the GeoIP2 layout (what geoipupdate keeps current)
+# reaches Kamailio's get_countrycode within the bound; a dry run changes nothing.
+printf '3.2.35.0,3.2.35.255,NZ\n2.20.179.0,2.20.179.255,ES\n2001:200::,2001:200:ffff:ffff:ffff:ffff:ffff:ffff,JP\n' >"$dir/nz.csv"
+python3 "$SG_ROOT/scripts/make_mmdb.py" "$dir/GeoLite2-Country.mmdb" "$dir/nz.csv" >/dev/null
+out=$(admin import-countries --dry-run "$dir/GeoLite2-Country.mmdb" 2>&1); rc=$?
+n=$(sg_sql -N -e "SELECT COUNT(*) FROM ipcountry")
+out2=$(admin import-countries --dry-run "$SG_ROOT/tests/data/country-slice.csv" 2>&1)
+[ $rc -eq 0 ] && grep -q "read $dir/GeoLite2-Country.mmdb as mmdb" <<<"$out" && grep -q '^IPv4: 2 ranges' <<<"$out" \
+    && grep -q 'dry run: nothing was changed' <<<"$out" && [ "$n" = 8215 ] \
+    && grep -q '^IPv4 against ipcountry: no address changes country' <<<"$out2" \
+    && ok "import-countries --dry-run: an .mmdb read as mmdb, tables untouched; the live data against itself changes nothing" || ko "dry run" "rc=$rc n=$n $out $out2"
+until_cc() {   # until_cc XSRC CC: seconds from $T0 until Kamailio answers CC for XSRC (5 s at most)
+    local now user
+    while :; do
+        now=$(date +%s.%N); user="cc$RANDOM$RANDOM"
+        sg_options "$dir" 127.0.0.2 "$1" "$user" && grep -F "SG-PASS user=$user " "$LOG" | grep -q "cc=$2\$" \
+            && { printf '%.2f' "$(echo "$now - $T0" | bc -l)"; return 0; }
+        [ "$(echo "$now - $T0 > 5" | bc -l)" = 1 ] && return 1
+        sleep 0.1
+    done
+}
+T0=$(date +%s.%N)
+out=$(admin import-countries "$dir/GeoLite2-Country.mmdb" 2>&1); rc=$?
+t=$(until_cc 3.2.35.60 NZ) && [ $rc -eq 0 ] && within_bound "$t" \
+    && ok "import of an .mmdb: get_countrycode answers NZ after ${t} s" || ko "mmdb import" "rc=$rc t=${t:-none} $out"
+# Back to the slice for the checks below.
+admin import-countries "$SG_ROOT/tests/data/country-slice.csv" >/dev/null 2>&1
+
+# 5d. Guard rails on list changes.
+nblack=$(sg_sql -N -e "SELECT COUNT(*) FROM black_list"); nwhite=$(sg_sql -N -e "SELECT COUNT(*) FROM white_list")
+out=$(admin black add ::ffff:0:0/96 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q 'IPv4-mapped IPv6 space: it means the IPv4 network 0.0.0.0/0' <<<"$out" \
+    && grep -q '4,294,967,296 addresses (all of IPv4); in black_list it would drop every request' <<<"$out" && grep -q 'need --force' <<<"$out" \
+    && ok "black add ::ffff:0:0/96 refused: it is 0.0.0.0/0 ($out)" || ko "black add mapped /96" "rc=$rc $out"
+for net in 0.0.0.0/0 ::/0 0.0.0.0/1; do
+    out=$(admin white add "$net" 2>&1); rc=$?
+    [ $rc -eq 2 ] && grep -q 'switch every check off for all of them' <<<"$out" \
+        && ok "white add $net refused without --force" || ko "white add $net" "rc=$rc $out"
+done
+[ "$(sg_sql -N -e "SELECT COUNT(*) FROM black_list")" = "$nblack" ] && [ "$(sg_sql -N -e "SELECT COUNT(*) FROM white_list")" = "$nwhite" ] \
+    && ok "refused entries stored nothing" || ko "refused entries" "rows were added"
+out=$(admin black add ::ffff:192.0.2.0/120 2>&1); rc=$?
+[ $rc -eq 0 ] && grep -q 'stored as 192.0.2.0/24' <<<"$out" && grep -q 'added 192.0.2.0/24 to black_list' <<<"$out" \
+    && ok "black add ::ffff:192.0.2.0/120 is stored as 192.0.2.0/24 and says so" || ko "mapped /120" "rc=$rc $out"
+admin black remove 192.0.2.0/24 >/dev/null
+out=$(admin black add 240.0.0.0/4 --force 2>&1); rc=$?
+[ $rc -eq 0 ] && grep -q '268,435,456 addresses; in black_list it would drop every request from all of them; stored because of --force' <<<"$out" \
+    && ok "black add 240.0.0.0/4 --force stored, with the count" || ko "black --force" "rc=$rc $out"
+id=$(sg_sql -N -e "SELECT id FROM black_list WHERE ip = '240.0.0.0/4'")
+line=$(until_log "black_list id=$id: 240.0.0.0/4 covers 268,435,456 addresses")
+grep -q 'enforced as stored' <<<"$line" \
+    && ok "the module warns about the wide black_list row id=$id at load" || ko "module warning" "${line:-no line for id=$id}"
+out=$(admin white add 224.0.0.0/4 --force 2>&1); rc=$?
+[ $rc -eq 0 ] && grep -q 'switch every check off for all of them; stored because of --force' <<<"$out" \
+    && ok "white add 224.0.0.0/4 --force stored" || ko "white --force" "rc=$rc $out"
+admin black remove 240.0.0.0/4 >/dev/null; admin white remove 224.0.0.0/4 >/dev/null
+sg_sql -e "INSERT INTO white_list (ip, detail) VALUES ('::ffff:240.0.0.0/100', 'raw SQL, mapped and wide')"
+id=$(sg_sql -N -e "SELECT id FROM white_list WHERE ip = '::ffff:240.0.0.0/100'")
+line=$(until_log "white_list id=$id: ")
+grep -q 'is IPv4-mapped IPv6 space: it means the IPv4 network 240.0.0.0/4; 240.0.0.0/4 covers 268,435,456 addresses; enforced as stored' <<<"$line" \
+    && ok "raw SQL row in mapped form is enforced and named once: id=$id" || ko "raw SQL warning" "${line:-no line}"
+# Once per row and worker (each worker has its own loader): further list reloads do not
+# repeat it. Kamailio prefixes each line with "rank(pid)".
+admin user add reload-probe >/dev/null; admin user remove reload-probe >/dev/null; sleep 2.5
+for i in $(seq 1 10); do sg_options "$dir" 127.0.0.2 "" "again$i" || true; done
+most=$(grep -F "white_list id=$id: " "$LOG" | grep -oE '^ *[0-9]+\([0-9]+\)' | sort | uniq -c | sort -rn | awk 'NR==1 {print $1}')
+[ "${most:-0}" = 1 ] && ok "no worker repeats the warning after two more list reloads" || ko "warning repeated" "$(grep -F "white_list id=$id: " "$LOG")"
+sg_sql -e "DELETE FROM white_list WHERE id = $id"
+admin white add 192.0.2.77 --detail "our carrier" >/dev/null
+out=$(admin black add 192.0.2.0/24 2>&1); rc=$?
+[ $rc -eq 0 ] && grep -qE 'white_list row [0-9]+ 192.0.2.77 \("our carrier"\) stays exempt: the allow-list wins' <<<"$out" \
+    && ok "black add over an allow-listed address names the exempt row" || ko "black over white" "rc=$rc $out"
+admin black remove 192.0.2.0/24 >/dev/null; admin white remove 192.0.2.77 >/dev/null
 
 # 6. explain names the rows.
 out=$(admin explain 198.51.100.5)
