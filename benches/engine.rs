@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use sipguard::config::Config;
 use sipguard::engine::{ListRow, ListRows, Lists};
 use sipguard::process::Guard;
-use sipguard::ranges::{CountryRanges, CountryRangesBuilder};
+use sipguard::ranges::CountryRanges;
 
 fn country_data() -> CountryRanges {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -24,15 +24,10 @@ fn country_data() -> CountryRanges {
         } else {
             vec![format!("{root}/tests/data/country-slice.csv")]
         };
-    let data = sipguard::countrydata::read(&files, &Default::default()).expect("country data");
-    let mut b = CountryRangesBuilder::default();
-    for (s, e, cc) in data.v4 {
-        b.add_v4(s, e, cc.as_str());
-    }
-    for (s, e, cc) in data.v6 {
-        b.add_v6(s, e, cc.as_str());
-    }
-    b.build()
+    sipguard::countrydata::read(&files, &Default::default())
+        .expect("country data")
+        .builder()
+        .build()
 }
 
 /// 10k list rows: 6k addresses and 4k networks of mixed lengths, as scripts/bench loads.

@@ -1,7 +1,8 @@
 //! Guard rails for `black_list` / `white_list` entries: the typing mistakes that silently block
-//! everyone or switch protection off. `sipguard-admin` refuses them (unless `--force`) and says
-//! what it stored; the module still enforces what the database holds (the database is the
-//! truth) but logs one warning per such row at load.
+//! everyone or switch protection off. `sipguard-admin` refuses a too-wide entry (unless
+//! `--force`) and says when it stores an IPv4-mapped entry as IPv4; the module still enforces
+//! what the database holds (the database is the truth) but logs one warning per such row at
+//! load.
 
 use ipnet::IpNet;
 
@@ -108,12 +109,18 @@ pub fn review(table: &str, rows: &[ListRow]) -> Vec<(i64, String)> {
                 return None;
             }
             let what: Vec<String> = found.iter().map(|c| c.describe(&row.value)).collect();
+            let wide = found.iter().any(|c| matches!(c, Concern::Wide { .. }));
             Some((
                 row.id,
                 format!(
-                    "{table} id={}: {}; enforced as stored (sipguard-admin would refuse it without --force)",
+                    "{table} id={}: {}; enforced as stored{}",
                     row.id,
-                    what.join("; ")
+                    what.join("; "),
+                    if wide {
+                        " (sipguard-admin would refuse it without --force)"
+                    } else {
+                        ""
+                    }
                 ),
             ))
         })
@@ -189,6 +196,21 @@ mod tests {
         ];
         let r = review("black_list", &rows);
         assert_eq!(r.len(), 1);
+        assert!(r[0]
+            .1
+            .ends_with("enforced as stored (sipguard-admin would refuse it without --force)"));
+        let mapped = vec![ListRow {
+            id: 9,
+            value: "::ffff:192.0.2.0/120".into(),
+            detail: String::new(),
+        }];
+        let r = review("white_list", &mapped);
+        assert!(
+            r[0].1
+                .ends_with("it means the IPv4 network 192.0.2.0/24; enforced as stored"),
+            "{}",
+            r[0].1
+        );
         assert_eq!(r[0].0, 7);
         assert!(
             r[0].1

@@ -263,7 +263,7 @@ fn refused_input_and_dry_runs_change_nothing() {
             ("padded-ipv4.csv", "16777216,16777471,AU\n016777216,16777471,AU\n".into(), "padded-ipv4.csv:2: \"016777216\" has a leading zero"),
             ("reversed.csv", format!("{ok}8.8.9.0,8.8.8.255,US\n"), "reversed.csv:2: start 8.8.9.0 is after end 8.8.8.255"),
             ("nofamily.csv", "16777216,16777471,AU\n".into(), "nofamily.csv:1: 16777216 is a number, and neither --family nor the file name"),
-            ("db1.csv", format!("\"0\",\"16777215\",\"-\",\"-\"\n\"{}\",\"{}\",\"AU\",\"Australia\"\n", (0xffffu128 << 32) + 16777216, (0xffffu128 << 32) + 16777471), "is too large for an IPv4 address (family IPv4 from the file name, format or --family); is this the IPv6 edition? pass --family ipv6"),
+            ("db1.csv", format!("\"0\",\"16777215\",\"-\",\"-\"\n\"{}\",\"{}\",\"AU\",\"Australia\"\n", (0xffffu128 << 32) + 16777216, (0xffffu128 << 32) + 16777471), "db1.csv:2: 281470698520576 is too large for an IPv4 address (family IPv4 from the file name, format or --family); is this the IPv6 edition? pass --family ipv6"),
             ("placeholders.csv", "9.9.9.0,9.9.9.255,ZZ\n1.0.0.0,1.0.0.255,-\n".into(), "no country rows in the input (2 placeholder rows skipped)"),
             ("GeoLite2-Country-Blocks-IPv4.csv", "network,geoname_id,registered_country_geoname_id\n1.0.0.0/24,2077456,\n".into(), "GeoLite2-Country-Blocks-IPv4.csv: MaxMind blocks need their Locations file"),
         ];

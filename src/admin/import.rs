@@ -17,8 +17,7 @@ use mysql_async::Conn;
 
 use super::country_diff::{self, FamilyDiff};
 use super::{sql, AdminError};
-use crate::countrydata::{self, CountryData, Format, Options};
-use crate::ranges::{CountryRanges, CountryRangesBuilder};
+use crate::countrydata::{self, CountryData, DataError, Format, Options};
 
 /// Progress callbacks, so the CLI can draw a bar on a terminal and print lines otherwise.
 pub trait Progress {
@@ -72,21 +71,14 @@ pub async fn import(
     dry_run: bool,
     progress: &dyn Progress,
 ) -> Result<ImportReport, AdminError> {
-    let data = countrydata::read(files, opts)
-        .map_err(|e| AdminError::Input(format!("{e}; nothing was changed")))?;
-    if data.v4.is_empty() && data.v6.is_empty() {
-        return Err(AdminError::Input(format!(
-            "no country rows in the input ({} placeholder rows skipped); nothing was changed",
-            data.skipped_total()
-        )));
-    }
-    let summary = summarize(conn, &data).await?;
     if dry_run {
+        let data = read(files, opts)?;
         return Ok(ImportReport {
-            summary,
+            summary: summarize(conn, &data).await?,
             replaced: Vec::new(),
         });
     }
+    // The lock first: a second import is refused before it reads anything.
     let got: Option<i64> = conn
         .exec_first("SELECT GET_LOCK(?, 0)", (LOCK,))
         .await
@@ -94,31 +86,42 @@ pub async fn import(
     if got != Some(1) {
         return Err(AdminError::Busy(LOCK));
     }
-    let result = store(conn, &data, progress).await;
+    let result = async {
+        let data = read(files, opts)?;
+        let summary = summarize(conn, &data).await?;
+        let replaced = store(conn, &data, progress).await?;
+        Ok(ImportReport { summary, replaced })
+    }
+    .await;
     if result.is_err() {
         let _ = conn
             .query_drop("DROP TABLE IF EXISTS ipcountry_new, ipcountry6_new")
             .await;
     }
     let _ = conn.exec_drop("SELECT RELEASE_LOCK(?)", (LOCK,)).await;
-    Ok(ImportReport {
-        summary,
-        replaced: result?,
-    })
+    result
+}
+
+/// Reads and checks every file; refuses input without a single country row.
+fn read(files: &[impl AsRef<Path>], opts: &Options) -> Result<CountryData, AdminError> {
+    let data = countrydata::read(files, opts).map_err(|e| match e {
+        DataError::Io { file, source } => AdminError::Io { path: file, source },
+        e => AdminError::Input(format!("{e}; nothing was changed")),
+    })?;
+    if data.v4.is_empty() && data.v6.is_empty() {
+        return Err(AdminError::Input(format!(
+            "no country rows in the input ({} placeholder rows skipped); nothing was changed",
+            data.skipped_total()
+        )));
+    }
+    Ok(data)
 }
 
 /// The input's figures and its changes against the live tables (read whole, as workers do).
 async fn summarize(conn: &mut Conn, data: &CountryData) -> Result<Summary, AdminError> {
     let (live, _) = crate::db::load_countries(conn, Duration::from_secs(120)).await?;
     let live = live.build();
-    let mut b = CountryRangesBuilder::default();
-    for &(s, e, cc) in &data.v4 {
-        b.add_v4(s, e, cc.as_str());
-    }
-    for &(s, e, cc) in &data.v6 {
-        b.add_v6(s, e, cc.as_str());
-    }
-    let new: CountryRanges = b.build();
+    let new = data.builder().build();
     Ok(Summary {
         files: data.files.clone(),
         v4: data.v4.len() as u64,

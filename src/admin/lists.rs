@@ -208,6 +208,12 @@ pub async fn add(
     let value = kind.normalize(raw)?;
     let mut notes = match kind {
         ListKind::Black | ListKind::White => guard(kind, raw, force)?,
+        _ if force => {
+            return Err(AdminError::Input(format!(
+                "--force applies to address entries (black, white), not to {}",
+                kind.table()
+            )))
+        }
         _ => Vec::new(),
     };
     if kind == ListKind::Black {
@@ -246,7 +252,9 @@ pub async fn remove(
     kind: ListKind,
     raw: &str,
 ) -> Result<(String, Vec<i64>), AdminError> {
-    let value = kind.normalize(raw)?;
+    let value = kind.key(raw).ok_or_else(|| {
+        AdminError::Input(format!("{raw:?} is not a value {} can hold", kind.table()))
+    })?;
     let ids: Vec<i64> = list(conn, kind)
         .await?
         .into_iter()

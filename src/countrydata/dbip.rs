@@ -5,9 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::{
-    at, detect, field, number, CountryCell, CountryData, DataError, Family, Input, Lines, Range,
-};
+use super::{field, number, read_rows, CountryCell, CountryData, DataError, Family, Input, Range};
 
 /// Reads every row of `input` into `data`; the first refused line stops it.
 pub fn read(
@@ -15,18 +13,8 @@ pub fn read(
     family: Option<Family>,
     data: &mut CountryData,
 ) -> Result<(), DataError> {
-    let family = family.or_else(|| input.family_from_name());
-    let mut rdr = input.reader();
-    let mut lines = Lines::new(input);
-    for (i, r) in rdr.byte_records().enumerate() {
-        let (line, rec) = lines.record(r)?;
-        if i == 0 && detect::is_header(&rec) {
-            continue;
-        }
-        let (range, cell) = row(&rec, family).map_err(at(input, line))?;
-        data.add(range, cell);
-    }
-    Ok(())
+    let family = input.family(family)?;
+    read_rows(input, data, |rec| row(rec, family))
 }
 
 /// One row: `start,end,CC`.
@@ -57,23 +45,17 @@ fn endpoint(s: &str, family: Option<Family>) -> Result<IpAddr, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{read as read_all, CountryCode, Options};
+    use super::super::{read_files, CountryCode, Options};
     use super::*;
 
     fn load(name: &str, body: &str, family: Option<Family>) -> Result<CountryData, DataError> {
-        let dir = std::env::temp_dir().join(format!("sg-dbip-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, body).unwrap();
-        let r = read_all(
-            &[&path],
+        read_files(
+            &[(name, body.as_bytes())],
             &Options {
                 format: None,
                 family,
             },
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-        r
+        )
     }
 
     #[test]
@@ -87,6 +69,18 @@ mod tests {
         assert_eq!(d.v4, vec![(0x0100_0000, 0x0100_00ff, CountryCode(*b"AU"))]);
         assert_eq!(d.v6.len(), 1);
         assert_eq!(d.skipped.get("ZZ"), Some(&1));
+    }
+
+    #[test]
+    fn line_numbers_count_comments_blank_lines_and_crlf() {
+        let e = load(
+            "c.csv",
+            "# db-ip lite\r\n# generated\r\n1.0.0.0,1.0.0.255,AU\r\n\r\n# more\r\n1.0.1.0,1.0.1.255,USA\r\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("c.csv:6: "), "{e}");
     }
 
     #[test]

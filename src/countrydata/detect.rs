@@ -61,10 +61,11 @@ const MMDB_MARKER: &[u8] = b"\xab\xcd\xefMaxMind.com";
 const MMDB_TAIL: usize = 128 * 1024;
 
 /// True when a CSV record is a header line: no field holds a digit, and the first is not an
-/// address (`::` has no digit).
+/// address (`::`, `abcd::` have no digit).
 pub(crate) fn is_header(rec: &csv::ByteRecord) -> bool {
-    let first = rec.get(0).unwrap_or_default();
-    first != b"::" && rec.iter().all(|f| !f.iter().any(u8::is_ascii_digit))
+    let first = std::str::from_utf8(rec.get(0).unwrap_or_default()).unwrap_or("");
+    first.parse::<std::net::IpAddr>().is_err()
+        && rec.iter().all(|f| !f.iter().any(u8::is_ascii_digit))
 }
 
 /// Detects the format of `input` (see the module doc).
@@ -148,6 +149,20 @@ mod tests {
         mmdb.extend_from_slice(MMDB_MARKER);
         mmdb.extend_from_slice(b"\xe0");
         assert_eq!(d("a", &mmdb).unwrap(), Format::Mmdb);
+    }
+
+    #[test]
+    fn headers_are_words_not_addresses() {
+        assert!(!is_header(&csv::ByteRecord::from(vec![
+            "abcd::", "abcd::ff", "CN"
+        ])));
+        assert!(!is_header(&csv::ByteRecord::from(vec!["::", "::ff", "ZZ"])));
+        assert!(is_header(&csv::ByteRecord::from(vec![
+            "ip_from",
+            "ip_to",
+            "country_code",
+            "country_name"
+        ])));
     }
 
     #[test]

@@ -5,9 +5,7 @@
 //! The edition is taken from `--family`, else from the file name (`IPV6`), else IPv4: the
 //! IPv4 edition's name states no family.
 
-use super::{
-    at, detect, field, number, CountryCell, CountryData, DataError, Family, Input, Lines, Range,
-};
+use super::{field, number, read_rows, CountryCell, CountryData, DataError, Family, Input, Range};
 
 /// Reads every row of `input` into `data`; the first refused line stops it.
 pub fn read(
@@ -15,20 +13,8 @@ pub fn read(
     family: Option<Family>,
     data: &mut CountryData,
 ) -> Result<(), DataError> {
-    let family = family
-        .or_else(|| input.family_from_name())
-        .unwrap_or(Family::V4);
-    let mut rdr = input.reader();
-    let mut lines = Lines::new(input);
-    for (i, r) in rdr.byte_records().enumerate() {
-        let (line, rec) = lines.record(r)?;
-        if i == 0 && detect::is_header(&rec) {
-            continue;
-        }
-        let (range, cell) = row(&rec, family).map_err(at(input, line))?;
-        data.add(range, cell);
-    }
-    Ok(())
+    let family = input.family(family)?.unwrap_or(Family::V4);
+    read_rows(input, data, |rec| row(rec, family))
 }
 
 /// One row: `from,to,CC,name` (the name may hold commas inside its quotes).
@@ -54,23 +40,17 @@ pub fn row(rec: &csv::ByteRecord, family: Family) -> Result<(Range, CountryCell)
 
 #[cfg(test)]
 mod tests {
-    use super::super::{read as read_all, CountryCode, Options};
+    use super::super::{read_files, CountryCode, Options};
     use super::*;
 
     fn load(name: &str, body: &str, family: Option<Family>) -> Result<CountryData, DataError> {
-        let dir = std::env::temp_dir().join(format!("sg-i2l-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, body).unwrap();
-        let r = read_all(
-            &[&path],
+        read_files(
+            &[(name, body.as_bytes())],
             &Options {
                 format: None,
                 family,
             },
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-        r
+        )
     }
 
     #[test]
@@ -113,6 +93,13 @@ mod tests {
             "{e}"
         );
         assert!(load("db1.csv", &body, Some(Family::V6)).is_ok());
+        // A flag that contradicts the name is refused, not obeyed.
+        let e = load("IP2LOCATION-LITE-DB1.CSV.ipv4", &body, Some(Family::V6)).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("--family says IPv6, the file name says IPv4"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub fn read_blocks(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{read as read_all, CountryCode, Options};
+    use super::super::{read_files, CountryCode, Options};
     use super::*;
 
     const LOCATIONS: &str = "geoname_id,locale_code,continent_code,continent_name,country_iso_code,country_name,is_in_european_union\r\n\
@@ -161,19 +161,8 @@ mod tests {
         6255148,en,EU,Europe,,,0\r\n";
 
     fn load(files: &[(&str, &str)]) -> Result<CountryData, DataError> {
-        let dir = std::env::temp_dir().join(format!("sg-mm-{}-{}", std::process::id(), files[0].0));
-        std::fs::create_dir_all(&dir).unwrap();
-        let paths: Vec<_> = files
-            .iter()
-            .map(|(n, b)| {
-                let p = dir.join(n);
-                std::fs::write(&p, b).unwrap();
-                p
-            })
-            .collect();
-        let r = read_all(&paths, &Options::default());
-        std::fs::remove_dir_all(&dir).unwrap();
-        r
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_bytes())).collect();
+        read_files(&files, &Options::default())
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! MaxMind DB files (`.mmdb`), read with the `maxminddb` crate, walking every network of both
-//! families (IPv4-mapped and 6to4 aliases of the IPv4 tree are skipped: they are the same
-//! networks again). The country comes from, in order: `country.iso_code` (GeoIP2/GeoLite2
+//! families. The aliases of the IPv4 tree that MaxMind's files carry (IPv4-mapped
+//! `::ffff:0:0/96`, 6to4 `2002::/16`, Teredo `2001::/32`) are skipped: they are the IPv4 data
+//! again, under IPv6 prefixes. IPv4-mapped sources are folded to IPv4 by the module anyway; a
+//! 6to4 or Teredo source answers `""` (both are retired transition mechanisms, and importing
+//! them would hold the whole IPv4 table twice more in every worker). The country comes from, in order: `country.iso_code` (GeoIP2/GeoLite2
 //! Country and City, DB-IP lite), `registered_country.iso_code`, then a top-level
 //! `country_code` (ip-location-db).
 //!
 //! An MMDB's networks never overlap (they are the leaves of its search tree) and come in
 //! address order, so neighbours of the same country are merged into one range: the same
-//! answer for every address, about half the rows of a network-per-row import.
+//! answer for every address, about half the rows of a network-per-row import. Placeholder
+//! networks are counted one by one, as rows of the other formats are.
 
 use serde::Deserialize;
 
@@ -86,6 +90,10 @@ pub fn read(input: &Input, data: &mut CountryData) -> Result<(), DataError> {
         };
         with_country += u64::from(matches!(cell, CountryCell::Code(_)));
         let range = Range::of_net(net);
+        if let CountryCell::NoCountry(_) = cell {
+            data.add(range, cell);
+            continue;
+        }
         run = match run {
             Some((prev, c)) if c == cell => match merge(prev, range) {
                 Some(merged) => Some((merged, c)),

@@ -154,6 +154,18 @@ impl CountryData {
         (nested(&self.v4), nested(&self.v6))
     }
 
+    /// The rows as a [`CountryRangesBuilder`], to look addresses up as a worker would.
+    pub fn builder(&self) -> crate::ranges::CountryRangesBuilder {
+        let mut b = crate::ranges::CountryRangesBuilder::default();
+        for &(s, e, cc) in &self.v4 {
+            b.add_v4(s, e, cc.as_str());
+        }
+        for &(s, e, cc) in &self.v6 {
+            b.add_v6(s, e, cc.as_str());
+        }
+        b
+    }
+
     /// Rows skipped as placeholders, all kinds together.
     pub fn skipped_total(&self) -> u64 {
         self.skipped.values().sum()
@@ -325,6 +337,18 @@ impl Input {
             .from_reader(self.text())
     }
 
+    /// The family numbers in this file have: `--family` or the file name (`…ipv4…`,
+    /// `…IPV6…`), whichever says it; refused when both say it and disagree.
+    pub fn family(&self, flag: Option<Family>) -> Result<Option<Family>, DataError> {
+        match (flag, self.family_from_name()) {
+            (Some(f), Some(n)) if f != n => Err(DataError::File {
+                file: self.name.clone(),
+                reason: format!("--family says {f}, the file name says {n}"),
+            }),
+            (f, n) => Ok(f.or(n)),
+        }
+    }
+
     /// The family the file name states (`…ipv4…`, `…IPV6…`), if exactly one.
     pub fn family_from_name(&self) -> Option<Family> {
         let n = self
@@ -337,13 +361,6 @@ impl Input {
             (false, true) => Some(Family::V6),
             _ => None,
         }
-    }
-
-    /// The first line of text (without its line end), for detection.
-    pub fn first_line(&self) -> &[u8] {
-        let t = self.text();
-        let line = t.split(|&b| b == b'\n').next().unwrap_or(t);
-        line.strip_suffix(b"\r").unwrap_or(line)
     }
 }
 
@@ -393,9 +410,19 @@ impl<'a> Lines<'a> {
 
     fn line_at(&mut self, byte: usize) -> u64 {
         let mut byte = byte.min(self.text.len());
-        // Skip the line end the record was reported to start on.
-        while matches!(self.text.get(byte), Some(b'\r' | b'\n')) {
-            byte += 1;
+        // Skip the line end the record was reported to start on, and the comment lines the
+        // reader skipped before it.
+        loop {
+            match self.text.get(byte) {
+                Some(b'\r' | b'\n') => byte += 1,
+                Some(b'#') if byte == 0 || self.text[byte - 1] == b'\n' => {
+                    match self.text[byte..].iter().position(|&b| b == b'\n') {
+                        Some(n) => byte += n + 1,
+                        None => break,
+                    }
+                }
+                _ => break,
+            }
         }
         if byte >= self.at {
             let newlines = self.text[self.at..byte]
@@ -407,6 +434,26 @@ impl<'a> Lines<'a> {
         }
         self.line
     }
+}
+
+/// Reads every CSV row of `input` through `row` (a header line first is skipped); the first
+/// refused line stops it with its line number.
+pub(crate) fn read_rows(
+    input: &Input,
+    data: &mut CountryData,
+    row: impl Fn(&csv::ByteRecord) -> Result<(Range, CountryCell), String>,
+) -> Result<(), DataError> {
+    let mut rdr = input.reader();
+    let mut lines = Lines::new(input);
+    for (i, r) in rdr.byte_records().enumerate() {
+        let (line, rec) = lines.record(r)?;
+        if i == 0 && detect::is_header(&rec) {
+            continue;
+        }
+        let (range, cell) = row(&rec).map_err(at(input, line))?;
+        data.add(range, cell);
+    }
+    Ok(())
 }
 
 /// A field as text; a field that is not UTF-8 is refused (codes and addresses are ASCII).
@@ -422,6 +469,34 @@ pub(crate) fn at(input: &Input, line: u64) -> impl Fn(String) -> DataError + '_ 
         line,
         reason,
     }
+}
+
+/// Writes `files` (name, content) into a fresh temporary directory and reads them with
+/// [`read`]; for the format modules' tests.
+#[cfg(test)]
+pub(crate) fn read_files(
+    files: &[(&str, &[u8])],
+    opts: &Options,
+) -> Result<CountryData, DataError> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sg-countrydata-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths: Vec<PathBuf> = files
+        .iter()
+        .map(|(n, b)| {
+            let p = dir.join(n);
+            std::fs::write(&p, b).unwrap();
+            p
+        })
+        .collect();
+    let r = read(&paths, opts);
+    std::fs::remove_dir_all(&dir).unwrap();
+    r
 }
 
 #[cfg(test)]

@@ -189,6 +189,14 @@ out=$(admin black add 192.0.2.0/24 2>&1); rc=$?
 [ $rc -eq 0 ] && grep -qE 'white_list row [0-9]+ 192.0.2.77 \("our carrier"\) stays exempt: the allow-list wins' <<<"$out" \
     && ok "black add over an allow-listed address names the exempt row" || ko "black over white" "rc=$rc $out"
 admin black remove 192.0.2.0/24 >/dev/null; admin white remove 192.0.2.77 >/dev/null
+out=$(admin country add usa 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q 'is not a country code (2 letters' <<<"$out" && ok "country add usa refused: not two letters" || ko "country add usa" "rc=$rc $out"
+sg_sql -e "INSERT INTO black_list_country (country, detail) VALUES ('USA', 'typed by hand')"
+out=$(admin country remove usa 2>&1); rc=$?
+[ $rc -eq 0 ] && [ "$(sg_sql -N -e "SELECT COUNT(*) FROM black_list_country WHERE country = 'USA'")" = 0 ] \
+    && ok "a hand-typed 'USA' row can still be removed ($out)" || ko "country remove usa" "rc=$rc $out"
+out=$(admin user add someone --force 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q -- '--force applies to address entries' <<<"$out" && ok "--force on a user entry is refused" || ko "user --force" "rc=$rc $out"
 
 # 6. explain names the rows.
 out=$(admin explain 198.51.100.5)
