@@ -204,12 +204,12 @@ mod tests {
             value: "::ffff:192.0.2.0/120".into(),
             detail: String::new(),
         }];
-        let r = review("white_list", &mapped);
+        let m = review("white_list", &mapped);
         assert!(
-            r[0].1
+            m[0].1
                 .ends_with("it means the IPv4 network 192.0.2.0/24; enforced as stored"),
             "{}",
-            r[0].1
+            m[0].1
         );
         assert_eq!(r[0].0, 7);
         assert!(

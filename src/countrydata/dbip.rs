@@ -45,18 +45,8 @@ fn endpoint(s: &str, family: Option<Family>) -> Result<IpAddr, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{read_files, CountryCode, Options};
+    use super::super::{read_one as load, CountryCode};
     use super::*;
-
-    fn load(name: &str, body: &str, family: Option<Family>) -> Result<CountryData, DataError> {
-        read_files(
-            &[(name, body.as_bytes())],
-            &Options {
-                format: None,
-                family,
-            },
-        )
-    }
 
     #[test]
     fn spreadsheet_decoration_is_accepted() {

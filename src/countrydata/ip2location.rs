@@ -40,18 +40,8 @@ pub fn row(rec: &csv::ByteRecord, family: Family) -> Result<(Range, CountryCell)
 
 #[cfg(test)]
 mod tests {
-    use super::super::{read_files, CountryCode, Options};
+    use super::super::{read_one as load, CountryCode};
     use super::*;
-
-    fn load(name: &str, body: &str, family: Option<Family>) -> Result<CountryData, DataError> {
-        read_files(
-            &[(name, body.as_bytes())],
-            &Options {
-                format: None,
-                family,
-            },
-        )
-    }
 
     #[test]
     fn ipv4_edition_with_quotes_commas_and_placeholders() {

@@ -54,34 +54,49 @@ fn geoname_id(s: &str) -> Result<Option<u32>, String> {
         .map_err(|_| format!("geoname_id {s} is out of range"))
 }
 
+/// Calls `f` with each data row of `input`, its line and the positions of the `names` columns
+/// found in the header line.
+fn each_row<const N: usize>(
+    input: &Input,
+    names: [&str; N],
+    mut f: impl FnMut(u64, &csv::ByteRecord, [usize; N]) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    let mut rdr = input.reader();
+    let mut lines = Lines::new(input);
+    let mut recs = rdr.byte_records();
+    let Some(h) = recs.next() else {
+        return Ok(());
+    };
+    let (_, header) = lines.record(h)?;
+    let cols = columns(input, &header, names)?;
+    for r in recs {
+        let (line, rec) = lines.record(r)?;
+        f(line, &rec, cols)?;
+    }
+    Ok(())
+}
+
 impl Locations {
     /// Reads one Locations file (any language; several must agree).
     pub fn read(&mut self, input: &Input) -> Result<(), DataError> {
-        let mut rdr = input.reader();
-        let mut lines = Lines::new(input);
-        let mut recs = rdr.byte_records();
-        let Some(h) = recs.next() else {
-            return Ok(());
-        };
-        let (_, header) = lines.record(h)?;
-        let [id_col, cc_col] = columns(input, &header, ["geoname_id", "country_iso_code"])?;
-        for r in recs {
-            let (line, rec) = lines.record(r)?;
-            let parsed = (|| {
-                let id = geoname_id(field(&rec, id_col)?)?
-                    .ok_or_else(|| "empty geoname_id".to_string())?;
-                Ok::<_, String>((id, code::cell(field(&rec, cc_col)?)?))
-            })();
-            let (id, cell) = parsed.map_err(at(input, line))?;
-            if let Some(old) = self.by_id.insert(id, cell) {
-                if old != cell {
-                    return Err(at(input, line)(format!(
+        each_row(
+            input,
+            ["geoname_id", "country_iso_code"],
+            |line, rec, [id_col, cc_col]| {
+                let parsed = (|| {
+                    let id = geoname_id(field(rec, id_col)?)?
+                        .ok_or_else(|| "empty geoname_id".to_string())?;
+                    Ok::<_, String>((id, code::cell(field(rec, cc_col)?)?))
+                })();
+                let (id, cell) = parsed.map_err(at(input, line))?;
+                match self.by_id.insert(id, cell) {
+                    Some(old) if old != cell => Err(at(input, line)(format!(
                         "geoname_id {id} is {old:?} in an earlier Locations file and {cell:?} here"
-                    )));
+                    ))),
+                    _ => Ok(()),
                 }
-            }
-        }
-        Ok(())
+            },
+        )
     }
 
     fn get(&self, id: Option<u32>) -> Result<Option<CountryCell>, String> {
@@ -109,22 +124,10 @@ pub fn read_blocks(
             reason: "MaxMind blocks need their Locations file (GeoLite2-Country-Locations-en.csv) in the same command".into(),
         });
     }
-    let mut rdr = input.reader();
-    let mut lines = Lines::new(input);
-    let mut recs = rdr.byte_records();
-    let Some(h) = recs.next() else {
-        return Ok(());
-    };
-    let (_, header) = lines.record(h)?;
-    let [net_col, id_col, reg_col] = columns(
-        input,
-        &header,
-        ["network", "geoname_id", "registered_country_geoname_id"],
-    )?;
-    for r in recs {
-        let (line, rec) = lines.record(r)?;
+    let names = ["network", "geoname_id", "registered_country_geoname_id"];
+    each_row(input, names, |line, rec, [net_col, id_col, reg_col]| {
         let parsed = (|| {
-            let raw = field(&rec, net_col)?;
+            let raw = field(rec, net_col)?;
             let net: ipnet::IpNet = raw
                 .parse()
                 .map_err(|_| format!("{raw:?} is not a CIDR network"))?;
@@ -134,8 +137,8 @@ pub fn read_blocks(
                     net.trunc()
                 ));
             }
-            let country = locations.get(geoname_id(field(&rec, id_col)?)?)?;
-            let registered = locations.get(geoname_id(field(&rec, reg_col)?)?)?;
+            let country = locations.get(geoname_id(field(rec, id_col)?)?)?;
+            let registered = locations.get(geoname_id(field(rec, reg_col)?)?)?;
             let cell = match (country, registered) {
                 (Some(c @ CountryCell::Code(_)), _) => c,
                 (_, Some(r @ CountryCell::Code(_))) => r,
@@ -146,8 +149,8 @@ pub fn read_blocks(
         })();
         let (range, cell) = parsed.map_err(at(input, line))?;
         data.add(range, cell);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

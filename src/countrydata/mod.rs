@@ -499,6 +499,22 @@ pub(crate) fn read_files(
     r
 }
 
+/// [`read_files`] for one file, format detected, `family` as `--family`.
+#[cfg(test)]
+pub(crate) fn read_one(
+    name: &str,
+    body: &str,
+    family: Option<Family>,
+) -> Result<CountryData, DataError> {
+    read_files(
+        &[(name, body.as_bytes())],
+        &Options {
+            format: None,
+            family,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
