@@ -101,7 +101,10 @@ with open(sys.argv[1], "w") as f:
         a = 0x0B000000 + i * 16
         f.write("%d.%d.%d.%d,%d.%d.%d.%d,US\n" % (a >> 24, a >> 16 & 255, a >> 8 & 255, a & 255, a >> 24, a >> 16 & 255, a >> 8 & 255, (a & 255) + 15))
 ' "$dir/big.csv"
-admin import-countries "$dir/big.csv" >/dev/null 2>&1 &
+# The binary itself, not the admin() function: $! of a backgrounded function is a subshell,
+# and SIGKILL to it would leave the import running.
+"$SG_ROOT/target/release/sipguard-admin" --config "$dir/kam/sipguard.json" --db-url "$(sg_admin_url)" \
+    import-countries "$dir/big.csv" >/dev/null 2>&1 &
 imp=$!
 sleep 0.7
 kill -9 "$imp" 2>/dev/null; wait "$imp" 2>/dev/null
