@@ -98,6 +98,16 @@ pub fn concerns(raw: &str, net: IpNet) -> Vec<Concern> {
     out
 }
 
+/// True when `raw` names a network by an address inside it (`198.51.100.77/24`): it is stored
+/// as the network (`198.51.100.0/24`), as iptables and Kamailio's permissions read it, and the
+/// admin tool says so, since every address of the network is then listed.
+pub fn has_host_bits(raw: &str, net: IpNet) -> bool {
+    raw.trim()
+        .split_once('/')
+        .and_then(|(a, _)| crate::addr::parse_source(a).ok())
+        .is_some_and(|ip| ip != net.addr())
+}
+
 /// One warning line per row of `table` with a concern, for the module's log at load:
 /// `(row id, line)`.
 pub fn review(table: &str, rows: &[ListRow]) -> Vec<(i64, String)> {
@@ -160,6 +170,15 @@ mod tests {
         for fine in ["10.0.0.0/8", "2001:db8::/16", "192.0.2.1", "2001:db8::1"] {
             assert!(c(fine).is_empty(), "{fine}");
         }
+    }
+
+    #[test]
+    fn host_bits_are_seen() {
+        let h = |raw: &str| has_host_bits(raw, parse_net(raw).unwrap());
+        assert!(h("198.51.100.77/24") && h("::ffff:198.51.100.77/120") && h("2001:db8::1/64"));
+        assert!(
+            !h("198.51.100.0/24") && !h("192.0.2.7") && !h("192.0.2.7/32") && !h("2001:db8::/64")
+        );
     }
 
     #[test]

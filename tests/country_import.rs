@@ -114,7 +114,11 @@ fn fixtures(dir: &Path) -> Vec<(&'static str, Vec<PathBuf>)> {
                 write(
                     dir,
                     "IP2LOCATION-LITE-DB1.IPV6.CSV",
-                    format!("\"0\",\"281470681743359\",\"-\",\"-\"\r\n\"{}\",\"{}\",\"JP\",\"Japan\"\r\n", jp.0, jp.1),
+                    // As the real IPv6 edition does, it holds IPv4 space again as mapped rows.
+                    format!(
+                        "\"0\",\"281470681743359\",\"-\",\"-\"\r\n\"{}\",\"{}\",\"AU\",\"Australia\"\r\n\"{}\",\"{}\",\"KR\",\"Korea, Republic of\"\r\n\"{}\",\"{}\",\"JP\",\"Japan\"\r\n",
+                        mapped(16777216), mapped(16777471), mapped(17498112), mapped(17563647), jp.0, jp.1
+                    ),
                 ),
             ],
         ),
@@ -204,6 +208,15 @@ fn every_format_gives_the_same_answers() {
                 assert_eq!(s.nested, (1, 0), "{name}: ES inside FR");
             }
             assert_eq!(report.replaced, vec!["ipcountry", "ipcountry6"], "{name}");
+            let twice = if name.starts_with("IP2Location LITE DB1, IPv4 + IPv6") {
+                2
+            } else {
+                0
+            };
+            assert_eq!(
+                s.duplicates, twice,
+                "{name}: rows in both editions are stored once"
+            );
             let ranges = live(&mut conn).await;
             for (ip, want) in EXPECTED {
                 let ip: IpAddr = ip.parse().unwrap();

@@ -40,6 +40,10 @@ pub struct Summary {
     pub mapped: u64,
     /// Placeholder rows not stored, by placeholder.
     pub skipped: std::collections::BTreeMap<String, u64>,
+    /// Rows given more than once with the same country, stored once.
+    pub duplicates: u64,
+    /// How files were read, for the operator (see [`CountryData::notes`]).
+    pub notes: Vec<String>,
     /// Changes against the live `ipcountry` (empty when the input has no IPv4 row: that
     /// table is kept).
     pub v4_changes: FamilyDiff,
@@ -129,6 +133,8 @@ async fn summarize(conn: &mut Conn, data: &CountryData) -> Result<Summary, Admin
         nested: data.nested(),
         mapped: data.mapped,
         skipped: data.skipped.clone(),
+        duplicates: data.duplicates,
+        notes: data.notes.clone(),
         v4_changes: if data.v4.is_empty() {
             FamilyDiff::default()
         } else {

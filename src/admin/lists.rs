@@ -151,16 +151,19 @@ fn guard(kind: ListKind, raw: &str, force: bool) -> Result<Vec<String>, AdminErr
             listcheck::WIDEST_V6
         )));
     }
-    Ok(concerns
-        .iter()
-        .zip(said)
-        .map(|(c, s)| match c {
-            Concern::Mapped { as_v4 } => format!("{s}; stored as {}", listcheck::show(*as_v4)),
-            Concern::Wide { .. } => {
-                format!("{s}; {}; stored because of --force", wide_effect(kind))
-            }
-        })
-        .collect())
+    let host_bits = listcheck::has_host_bits(raw, net).then(|| {
+        format!(
+            "{:?} has host bits set: it means the network {}, {}",
+            raw.trim(),
+            listcheck::show(net),
+            listcheck::addresses(net)
+        )
+    });
+    let rest = concerns.iter().zip(said).map(|(c, s)| match c {
+        Concern::Mapped { as_v4 } => format!("{s}; stored as {}", listcheck::show(*as_v4)),
+        Concern::Wide { .. } => format!("{s}; {}; stored because of --force", wide_effect(kind)),
+    });
+    Ok(host_bits.into_iter().chain(rest).collect())
 }
 
 /// What a too-wide entry would do, in the list it is added to.
@@ -341,6 +344,11 @@ mod tests {
         assert!(notes[1].contains("stored because of --force"), "{notes:?}");
         let notes = guard(ListKind::Black, "::ffff:192.0.2.0/120", false).unwrap();
         assert_eq!(notes.len(), 1);
+        let notes = guard(ListKind::White, "198.51.100.77/24", false).unwrap();
+        assert_eq!(
+            notes,
+            vec!["\"198.51.100.77/24\" has host bits set: it means the network 198.51.100.0/24, 256 addresses"]
+        );
         assert!(guard(ListKind::Black, "10.0.0.0/8", false)
             .unwrap()
             .is_empty());

@@ -272,6 +272,15 @@ fn print_summary(s: &import::Summary) {
         "IPv6: {} ranges ({} nested in wider ones)",
         s.v6, s.nested.1
     );
+    if s.duplicates > 0 {
+        println!(
+            "{} rows given twice with the same country, stored once",
+            s.duplicates
+        );
+    }
+    for note in &s.notes {
+        println!("note: {note}");
+    }
     if s.skipped.is_empty() {
         println!("no placeholder rows");
     } else {

@@ -148,7 +148,7 @@ pub fn read_blocks(
             Ok((Range::of_net(net), cell))
         })();
         let (range, cell) = parsed.map_err(at(input, line))?;
-        data.add(range, cell);
+        data.add_at(range, cell, line);
         Ok(())
     })
 }

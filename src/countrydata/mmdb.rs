@@ -112,6 +112,12 @@ pub fn read(input: &Input, data: &mut CountryData) -> Result<(), DataError> {
     if let Some((prev, c)) = run {
         data.add(prev, c);
     }
+    if reader.metadata().ip_version == 6 {
+        data.notes.push(format!(
+            "{}: aliases of the IPv4 networks under IPv6 prefixes (6to4 2002::/16, Teredo 2001::/32), where the file has them, are not imported: such sources answer \"\"",
+            input.name
+        ));
+    }
     if with_country == 0 {
         return Err(bad(format!(
             "no network carries a country (database type {:?}): not a country database?",

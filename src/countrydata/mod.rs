@@ -109,6 +109,23 @@ pub struct CountryData {
     pub mapped: u64,
     /// Each input with the format it was read as, in the order read.
     pub files: Vec<(String, Format)>,
+    /// Rows given more than once with the same country (IP2Location's two editions both hold
+    /// IPv4 space, say), stored once.
+    pub duplicates: u64,
+    /// What the operator should know about how a file was read (MMDB aliases not imported).
+    pub notes: Vec<String>,
+    /// Where each row of `v4` / `v6` came from, to name both places when the same range is
+    /// given two countries; emptied by [`CountryData::finish`].
+    v4_from: Vec<Origin>,
+    v6_from: Vec<Origin>,
+}
+
+/// A row's file (index into `files`: the file being read is pushed when it is done) and line
+/// (0 for an MMDB network, which has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Origin {
+    file: usize,
+    line: u64,
 }
 
 /// Start of `::ffff:0:0/96`, where IPv6 files (IP2Location's IPv6 edition) keep IPv4 space.
@@ -120,6 +137,15 @@ impl CountryData {
     /// that part lands in IPv4, where an IPv4 source (and `::ffff:a.b.c.d`, which the module
     /// folds to IPv4) finds it.
     pub fn add(&mut self, range: Range, cell: CountryCell) {
+        self.add_at(range, cell, 0);
+    }
+
+    /// [`Self::add`] for a row read at `line` of the file being read.
+    pub fn add_at(&mut self, range: Range, cell: CountryCell, line: u64) {
+        let from = Origin {
+            file: self.files.len(),
+            line,
+        };
         let cc = match cell {
             CountryCell::Code(cc) => cc,
             CountryCell::NoCountry(p) => {
@@ -127,25 +153,50 @@ impl CountryData {
                 return;
             }
         };
+        let mut v4 = |s, e| {
+            self.v4.push((s, e, cc));
+            self.v4_from.push(from);
+        };
         match range {
-            Range::V4(s, e) => self.v4.push((s, e, cc)),
+            Range::V4(s, e) => v4(s, e),
             Range::V6(s, e) => {
-                if e < MAPPED_FIRST || s > MAPPED_LAST {
+                if s <= MAPPED_LAST && e >= MAPPED_FIRST {
+                    let (ms, me) = (s.max(MAPPED_FIRST), e.min(MAPPED_LAST));
+                    v4((ms - MAPPED_FIRST) as u32, (me - MAPPED_FIRST) as u32);
+                    self.mapped += 1;
+                }
+                let mut v6 = |s, e| {
                     self.v6.push((s, e, cc));
+                    self.v6_from.push(from);
+                };
+                if e < MAPPED_FIRST || s > MAPPED_LAST {
+                    v6(s, e);
                     return;
                 }
                 if s < MAPPED_FIRST {
-                    self.v6.push((s, MAPPED_FIRST - 1, cc));
+                    v6(s, MAPPED_FIRST - 1);
                 }
-                let (ms, me) = (s.max(MAPPED_FIRST), e.min(MAPPED_LAST));
-                self.v4
-                    .push(((ms - MAPPED_FIRST) as u32, (me - MAPPED_FIRST) as u32, cc));
-                self.mapped += 1;
                 if e > MAPPED_LAST {
-                    self.v6.push((MAPPED_LAST + 1, e, cc));
+                    v6(MAPPED_LAST + 1, e);
                 }
             }
         }
+    }
+
+    /// Ends reading: a range given twice with the same country is kept once; given two
+    /// different countries it is refused, naming both places (which one is meant cannot be
+    /// told).
+    pub fn finish(&mut self) -> Result<(), DataError> {
+        let files: Vec<String> = self.files.iter().map(|(f, _)| f.clone()).collect();
+        self.duplicates += dedupe(&mut self.v4, &self.v4_from, &files, |s| {
+            std::net::Ipv4Addr::from(s).to_string()
+        })?;
+        self.duplicates += dedupe(&mut self.v6, &self.v6_from, &files, |s| {
+            std::net::Ipv6Addr::from(s).to_string()
+        })?;
+        self.v4_from = Vec::new();
+        self.v6_from = Vec::new();
+        Ok(())
     }
 
     /// Rows that lie inside another row of the same family, `(IPv4, IPv6)`: where ranges nest,
@@ -170,6 +221,65 @@ impl CountryData {
     pub fn skipped_total(&self) -> u64 {
         self.skipped.values().sum()
     }
+}
+
+/// Drops rows that repeat an earlier row (same range, same country); refuses a range given
+/// two countries. Returns the number dropped.
+fn dedupe<K: Ord + Copy>(
+    rows: &mut Vec<(K, K, CountryCode)>,
+    from: &[Origin],
+    files: &[String],
+    show: impl Fn(K) -> String,
+) -> Result<u64, DataError> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].0, rows[i].1, i));
+    let mut drop = vec![false; rows.len()];
+    let mut dropped = 0;
+    for w in order.windows(2) {
+        let (a, b) = (rows[w[0]], rows[w[1]]);
+        if (a.0, a.1) != (b.0, b.1) {
+            continue;
+        }
+        if a.2 != b.2 {
+            let place = |o: Origin| {
+                let f = files.get(o.file).map(String::as_str).unwrap_or("?");
+                if o.line > 0 {
+                    format!("{f}:{}", o.line)
+                } else {
+                    f.to_string()
+                }
+            };
+            let reason = format!(
+                "the range {} - {} is {} here and {} at {}: which one is meant cannot be told",
+                show(b.0),
+                show(b.1),
+                b.2,
+                a.2,
+                place(from[w[0]])
+            );
+            let o = from[w[1]];
+            let file = files.get(o.file).cloned().unwrap_or_default();
+            return Err(if o.line > 0 {
+                DataError::Line {
+                    file,
+                    line: o.line,
+                    reason,
+                }
+            } else {
+                DataError::File { file, reason }
+            });
+        }
+        drop[w[1]] = true;
+        dropped += 1;
+    }
+    if dropped > 0 {
+        let mut i = 0;
+        rows.retain(|_| {
+            i += 1;
+            !drop[i - 1]
+        });
+    }
+    Ok(dropped)
 }
 
 fn nested<K: Ord + Copy>(rows: &[(K, K, CountryCode)]) -> u64 {
@@ -264,6 +374,7 @@ pub fn read_inputs(inputs: Vec<Input>, opts: &Options) -> Result<CountryData, Da
         }
         data.files.push((input.name, format));
     }
+    data.finish()?;
     Ok(data)
 }
 
@@ -451,7 +562,7 @@ pub(crate) fn read_rows(
             continue;
         }
         let (range, cell) = row(&rec).map_err(at(input, line))?;
-        data.add(range, cell);
+        data.add_at(range, cell, line);
     }
     Ok(())
 }
@@ -545,6 +656,43 @@ mod tests {
             (MAPPED_FIRST - 10, MAPPED_FIRST - 1, CountryCode(*b"US"))
         );
         assert_eq!(d.mapped, 2);
+    }
+
+    #[test]
+    fn both_ip2location_editions_store_ipv4_once_and_conflicts_are_refused() {
+        let mapped = |n: u32| (0xffffu128 << 32) + u128::from(n);
+        let v4 = "\"16777216\",\"16777471\",\"AU\",\"Australia\"\n";
+        let v6 = format!(
+            "\"0\",\"281470681743359\",\"-\",\"-\"\n\"{}\",\"{}\",\"AU\",\"Australia\"\n",
+            mapped(16777216),
+            mapped(16777471)
+        );
+        let d = read_files(
+            &[("DB1.CSV", v4.as_bytes()), ("DB1.IPV6.CSV", v6.as_bytes())],
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!(d.v4.len(), 1);
+        assert_eq!(d.duplicates, 1);
+        assert_eq!(d.nested(), (0, 0));
+        let other = v6.replace("\"AU\",\"Australia\"", "\"NZ\",\"New Zealand\"");
+        let e = read_files(
+            &[
+                ("DB1.CSV", v4.as_bytes()),
+                ("DB1.IPV6.CSV", other.as_bytes()),
+            ],
+            &Options::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("DB1.IPV6.CSV:2: the range 1.0.0.0 - 1.0.0.255 is NZ here and AU at "),
+            "{e}"
+        );
+        assert!(
+            e.contains("DB1.CSV:1: which one is meant cannot be told"),
+            "{e}"
+        );
     }
 
     #[test]
