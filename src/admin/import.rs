@@ -60,7 +60,9 @@ pub struct ImportReport {
     pub replaced: Vec<&'static str>,
 }
 
-const LOCK: &str = "sipguard.import";
+/// The named lock, per database (`GET_LOCK` names are server-wide): imports into different
+/// databases of one server do not exclude each other.
+const LOCK: &str = "CONCAT('sipguard.import.', DATABASE())";
 const BATCH: usize = 1000;
 
 /// Reads and checks `files` (see [`countrydata::read`]), compares them with the live tables,
@@ -84,11 +86,15 @@ pub async fn import(
     }
     // The lock first: a second import is refused before it reads anything.
     let got: Option<i64> = conn
-        .exec_first("SELECT GET_LOCK(?, 0)", (LOCK,))
+        .query_first(format!("SELECT GET_LOCK({LOCK}, 0)"))
         .await
         .map_err(sql("GET_LOCK"))?;
     if got != Some(1) {
-        return Err(AdminError::Busy(LOCK));
+        let name: Option<String> = conn
+            .query_first(format!("SELECT {LOCK}"))
+            .await
+            .map_err(sql("lock name"))?;
+        return Err(AdminError::Busy(name.unwrap_or_default()));
     }
     let result = async {
         let data = read(files, opts)?;
@@ -102,7 +108,9 @@ pub async fn import(
             .query_drop("DROP TABLE IF EXISTS ipcountry_new, ipcountry6_new")
             .await;
     }
-    let _ = conn.exec_drop("SELECT RELEASE_LOCK(?)", (LOCK,)).await;
+    let _ = conn
+        .query_drop(format!("SELECT RELEASE_LOCK({LOCK})"))
+        .await;
     result
 }
 

@@ -22,7 +22,7 @@ pub enum AdminError {
     NotFound(String),
     /// Another import holds the lock.
     #[error("another import is running (lock `{0}` is held); try again when it has finished")]
-    Busy(&'static str),
+    Busy(String),
     /// The database refused or did not answer.
     #[error(transparent)]
     Db(#[from] DbError),

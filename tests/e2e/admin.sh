@@ -86,7 +86,7 @@ sg_options "$dir" 127.0.0.2 3.2.35.60 "$user" && sg_wait_log "$LOG" "SG-PASS use
     && ok "after the failed import Kamailio still answers DE" || ko "after failed import" "no cc=DE"
 
 # 5. A second import while one holds the lock is refused.
-sg_sql -e "SELECT GET_LOCK('sipguard.import', 0), SLEEP(4)" >/dev/null &
+sg_sql -e "SELECT GET_LOCK('sipguard.import.kamailio', 0), SLEEP(4)" >/dev/null &
 holder=$!
 sleep 0.5
 out=$(admin import-countries "$SG_ROOT/tests/data/country-slice.csv" 2>&1); rc=$?
