@@ -1,6 +1,7 @@
 //! Guard rails for `black_list` / `white_list` entries: the typing mistakes that silently block
 //! everyone or switch protection off. `sipguard-admin` refuses a too-wide entry (unless
-//! `--force`) and says when it stores an IPv4-mapped entry as IPv4; the module still enforces
+//! `--force`) and says when it stores an IPv4-mapped entry as IPv4 or a network written with
+//! host bits as the network it names; the module still enforces
 //! what the database holds (the database is the truth) but logs one warning per such row at
 //! load.
 

@@ -478,3 +478,34 @@ fn real_geolite2_files_agree_across_formats_and_with_the_reader() {
         }
     });
 }
+
+#[test]
+fn the_import_lock_is_per_database() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let dir = tmpdir("lock");
+    common::rt().block_on(async {
+        let a = common::fresh_db(&admin, "sg_lock_a").await;
+        let b = common::fresh_db(&admin, "sg_lock_b").await;
+        let (mut ca, mut cb) = (common::connect(&a).await, common::connect(&b).await);
+        common::apply_schema(&mut ca).await;
+        common::apply_schema(&mut cb).await;
+        let mut holder = common::connect(&a).await;
+        let got: Option<i64> = holder
+            .query_first("SELECT GET_LOCK('sipguard.import.sg_lock_a', 0)")
+            .await
+            .unwrap();
+        assert_eq!(got, Some(1));
+        let f = write(&dir, "c.csv", CLEAN_CSV);
+        let e = run(&mut ca, std::slice::from_ref(&f), Options::default(), false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 4, "{e}");
+        assert!(e.to_string().contains("sipguard.import.sg_lock_a"), "{e}");
+        run(&mut cb, &[f], Options::default(), false)
+            .await
+            .expect("another database of the same server imports meanwhile");
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -85,16 +85,20 @@ pub async fn import(
         });
     }
     // The lock first: a second import is refused before it reads anything.
-    let got: Option<i64> = conn
-        .query_first(format!("SELECT GET_LOCK({LOCK}, 0)"))
+    let got: Option<(Option<i64>, Option<String>)> = conn
+        .query_first(format!(
+            "SELECT GET_LOCK(n, 0), n FROM (SELECT {LOCK} AS n) AS lock_name"
+        ))
         .await
         .map_err(sql("GET_LOCK"))?;
-    if got != Some(1) {
-        let name: Option<String> = conn
-            .query_first(format!("SELECT {LOCK}"))
-            .await
-            .map_err(sql("lock name"))?;
-        return Err(AdminError::Busy(name.unwrap_or_default()));
+    match got {
+        Some((Some(1), _)) => {}
+        Some((_, Some(name))) => return Err(AdminError::Busy(name)),
+        _ => {
+            return Err(AdminError::Input(
+                "the database URL names no database (mysql://user:pass@host:port/DATABASE)".into(),
+            ))
+        }
     }
     let result = async {
         let data = read(files, opts)?;

@@ -129,8 +129,9 @@ pub struct AddOutcome {
     pub value: String,
     /// The row.
     pub added: Added,
-    /// Lines for the operator: an IPv4-mapped entry stored as IPv4, a wide entry stored
-    /// under `--force`, allow-list rows that stay exempt from a new block-list entry.
+    /// Lines for the operator: a network written with host bits set, an IPv4-mapped entry
+    /// stored as IPv4, a wide entry stored under `--force`, allow-list rows that stay exempt
+    /// from a new block-list entry.
     pub notes: Vec<String>,
 }
 

@@ -201,6 +201,22 @@ mod tests {
     }
 
     #[test]
+    fn blocks_that_disagree_are_refused_naming_both_files() {
+        let head = "network,geoname_id,registered_country_geoname_id\n";
+        let a = format!("{head}1.0.0.0/24,2510769,\n");
+        let b = format!("{head}5.5.5.0/24,2510769,\n1.0.0.0/24,1835841,\n");
+        // Locations last on the command line: still read first, and the file indexes hold.
+        let e = load(&[("a.csv", &a), ("b.csv", &b), ("l.csv", LOCATIONS)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.csv:3: the range 1.0.0.0 - 1.0.0.255 is KR here and ES at ")
+                && e.contains("a.csv:2:"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn missing_locations_and_unknown_ids_are_refused() {
         let blocks = "network,geoname_id,registered_country_geoname_id\n1.0.0.0/24,999,\n";
         let e = load(&[("b.csv", blocks)]).unwrap_err().to_string();

@@ -126,6 +126,28 @@ pub struct CountryData {
 struct Origin {
     file: usize,
     line: u64,
+    /// Written as IPv4-mapped IPv6 (counted in `mapped`).
+    mapped: bool,
+}
+
+impl Origin {
+    /// `file:line`, or the file alone for an MMDB network.
+    fn place(self, files: &[String]) -> String {
+        let f = files.get(self.file).map(String::as_str).unwrap_or("?");
+        match self.line {
+            0 => f.to_string(),
+            n => format!("{f}:{n}"),
+        }
+    }
+
+    /// A refusal at this place.
+    fn error(self, files: &[String], reason: String) -> DataError {
+        let file = files.get(self.file).cloned().unwrap_or_default();
+        match self.line {
+            0 => DataError::File { file, reason },
+            line => DataError::Line { file, line, reason },
+        }
+    }
 }
 
 /// Start of `::ffff:0:0/96`, where IPv6 files (IP2Location's IPv6 edition) keep IPv4 space.
@@ -145,6 +167,7 @@ impl CountryData {
         let from = Origin {
             file: self.files.len(),
             line,
+            mapped: false,
         };
         let cc = match cell {
             CountryCell::Code(cc) => cc,
@@ -162,7 +185,12 @@ impl CountryData {
             Range::V6(s, e) => {
                 if s <= MAPPED_LAST && e >= MAPPED_FIRST {
                     let (ms, me) = (s.max(MAPPED_FIRST), e.min(MAPPED_LAST));
-                    v4((ms - MAPPED_FIRST) as u32, (me - MAPPED_FIRST) as u32);
+                    self.v4
+                        .push(((ms - MAPPED_FIRST) as u32, (me - MAPPED_FIRST) as u32, cc));
+                    self.v4_from.push(Origin {
+                        mapped: true,
+                        ..from
+                    });
                     self.mapped += 1;
                 }
                 let mut v6 = |s, e| {
@@ -183,17 +211,20 @@ impl CountryData {
         }
     }
 
-    /// Ends reading: a range given twice with the same country is kept once; given two
+    /// Ends reading (called once, by [`read_inputs`]): a range given twice with the same country is kept once; given two
     /// different countries it is refused, naming both places (which one is meant cannot be
     /// told).
-    pub fn finish(&mut self) -> Result<(), DataError> {
+    fn finish(&mut self) -> Result<(), DataError> {
         let files: Vec<String> = self.files.iter().map(|(f, _)| f.clone()).collect();
-        self.duplicates += dedupe(&mut self.v4, &self.v4_from, &files, |s| {
+        let (n, mapped) = dedupe(&mut self.v4, &self.v4_from, &files, |s| {
             std::net::Ipv4Addr::from(s).to_string()
         })?;
-        self.duplicates += dedupe(&mut self.v6, &self.v6_from, &files, |s| {
+        self.duplicates += n;
+        self.mapped -= mapped;
+        let (n, _) = dedupe(&mut self.v6, &self.v6_from, &files, |s| {
             std::net::Ipv6Addr::from(s).to_string()
         })?;
+        self.duplicates += n;
         self.v4_from = Vec::new();
         self.v6_from = Vec::new();
         Ok(())
@@ -224,53 +255,36 @@ impl CountryData {
 }
 
 /// Drops rows that repeat an earlier row (same range, same country); refuses a range given
-/// two countries. Returns the number dropped.
+/// two countries. Returns the number dropped, and of those the ones written as IPv4-mapped.
 fn dedupe<K: Ord + Copy>(
     rows: &mut Vec<(K, K, CountryCode)>,
     from: &[Origin],
     files: &[String],
     show: impl Fn(K) -> String,
-) -> Result<u64, DataError> {
+) -> Result<(u64, u64), DataError> {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| (rows[i].0, rows[i].1, i));
     let mut drop = vec![false; rows.len()];
-    let mut dropped = 0;
+    let (mut dropped, mut dropped_mapped) = (0, 0);
     for w in order.windows(2) {
         let (a, b) = (rows[w[0]], rows[w[1]]);
         if (a.0, a.1) != (b.0, b.1) {
             continue;
         }
         if a.2 != b.2 {
-            let place = |o: Origin| {
-                let f = files.get(o.file).map(String::as_str).unwrap_or("?");
-                if o.line > 0 {
-                    format!("{f}:{}", o.line)
-                } else {
-                    f.to_string()
-                }
-            };
             let reason = format!(
                 "the range {} - {} is {} here and {} at {}: which one is meant cannot be told",
                 show(b.0),
                 show(b.1),
                 b.2,
                 a.2,
-                place(from[w[0]])
+                from[w[0]].place(files)
             );
-            let o = from[w[1]];
-            let file = files.get(o.file).cloned().unwrap_or_default();
-            return Err(if o.line > 0 {
-                DataError::Line {
-                    file,
-                    line: o.line,
-                    reason,
-                }
-            } else {
-                DataError::File { file, reason }
-            });
+            return Err(from[w[1]].error(files, reason));
         }
         drop[w[1]] = true;
         dropped += 1;
+        dropped_mapped += u64::from(from[w[1]].mapped);
     }
     if dropped > 0 {
         let mut i = 0;
@@ -279,7 +293,7 @@ fn dedupe<K: Ord + Copy>(
             !drop[i - 1]
         });
     }
-    Ok(dropped)
+    Ok((dropped, dropped_mapped))
 }
 
 fn nested<K: Ord + Copy>(rows: &[(K, K, CountryCode)]) -> u64 {
@@ -674,6 +688,7 @@ mod tests {
         .unwrap();
         assert_eq!(d.v4.len(), 1);
         assert_eq!(d.duplicates, 1);
+        assert_eq!(d.mapped, 0, "the mapped copy was the one dropped");
         assert_eq!(d.nested(), (0, 0));
         let other = v6.replace("\"AU\",\"Australia\"", "\"NZ\",\"New Zealand\"");
         let e = read_files(
