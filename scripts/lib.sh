@@ -5,7 +5,7 @@
 
 SG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SG_PACKAGES=(kamailio kamailio-lua-modules kamailio-mysql-modules
-    mariadb-server mariadb-client sip-tester lua5.1 iproute2 procps ca-certificates bc)
+    mariadb-server mariadb-client sip-tester lua5.1 lua5.4 luajit iproute2 procps ca-certificates bc)
 SG_COUNTRY_PKG="@ip-location-db/geo-whois-asn-country"
 
 sg_log() { printf '[sipguard] %s\n' "$*" >&2; }
@@ -30,11 +30,20 @@ sg_build() {
     echo "$SG_ROOT/target/release/libsipguard.so"
 }
 
-# Makes a directory usable as a Lua cpath entry: <dir>/sipguard.so -> the built module.
+# sg_build_lua FEATURE: the module for another Lua (lua54, luajit) in its own target directory
+# (target/FEATURE), so the default lua51 build is not rebuilt; prints the path of the .so.
+sg_build_lua() {
+    (cd "$SG_ROOT" && CARGO_TARGET_DIR="$SG_ROOT/target/$1" cargo build --release --quiet --lib \
+        --no-default-features --features "$1") || sg_die "cargo build --features $1 failed"
+    echo "$SG_ROOT/target/$1/release/libsipguard.so"
+}
+
+# sg_cpath_dir DIR [SO]: makes DIR usable as a Lua cpath entry: DIR/sipguard.so -> SO (default:
+# the lua51 build).
 sg_cpath_dir() {
-    local dir="$1"
+    local dir="$1" so="${2:-$SG_ROOT/target/release/libsipguard.so}"
     mkdir -p "$dir"
-    ln -sf "$SG_ROOT/target/release/libsipguard.so" "$dir/sipguard.so"
+    ln -sf "$so" "$dir/sipguard.so"
     echo "$dir/?.so;;"
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs tests/lua/test_sipguard.lua under plain lua5.1 against a private MariaDB, plus the
-# broken-config check (init must raise naming the field).
+# Runs tests/lua/test_sipguard.lua under plain lua5.1, lua5.4 and luajit (each against the
+# module built for it) against a private MariaDB, plus the broken-config check (init must
+# raise naming the field).
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 
@@ -18,18 +19,26 @@ INSERT INTO black_list_user (username, detail) VALUES ('1000', 'e');
 INSERT INTO black_list_ua (pattern, detail) VALUES ('EvilDialer', 'f');
 SQL
 sg_write_config "$dir/sipguard.json"
-cpath=$(sg_cpath_dir "$dir/lua")
 
+# Each Lua that app_lua may be built with, against the module built for it: Debian 12's
+# Kamailio 5.6 links Lua 5.1 (lua51, the default build); Kamailio 6.1+ may use Lua 5.4; some
+# builds use LuaJIT.
 status=0
-LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/sipguard.json" lua5.1 "$SG_ROOT/tests/lua/test_sipguard.lua" "$SG_ROOT" || status=1
+for variant in "lua5.1 $SG_ROOT/target/release/libsipguard.so" \
+               "lua5.4 $(sg_build_lua lua54)" "luajit $(sg_build_lua luajit)"; do
+    read -r lua so <<<"$variant"
+    echo "== $lua ($so)"
+    cpath=$(sg_cpath_dir "$dir/$lua" "$so")
+    LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/sipguard.json" "$lua" "$SG_ROOT/tests/lua/test_sipguard.lua" "$SG_ROOT" || status=1
 
-# A broken config must stop the script at load with a message naming the field.
-printf '{"db_url": "%s", "query_timeout_ms": "soon"}' "$(sg_ro_url)" >"$dir/broken.json"
-out=$(LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/broken.json" lua5.1 -e 'KSR={pv={sets=function() end}}' \
-    "$SG_ROOT/lua/sipguard.lua" 2>&1)
-if [ $? -ne 0 ] && grep -q 'query_timeout_ms' <<<"$out"; then
-    echo "PASS broken config stops loading, naming the field"; echo "lua-config: 1 passed, 0 failed"
-else
-    echo "FAIL broken config: $out"; echo "lua-config: 0 passed, 1 failed"; status=1
-fi
+    # A broken config must stop the script at load with a message naming the field.
+    printf '{"db_url": "%s", "query_timeout_ms": "soon"}' "$(sg_ro_url)" >"$dir/broken.json"
+    out=$(LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/broken.json" "$lua" -e 'KSR={pv={sets=function() end}}' \
+        "$SG_ROOT/lua/sipguard.lua" 2>&1)
+    if [ $? -ne 0 ] && grep -q 'query_timeout_ms' <<<"$out"; then
+        echo "PASS $lua: broken config stops loading, naming the field"; echo "lua-config: 1 passed, 0 failed"
+    else
+        echo "FAIL $lua: broken config: $out"; echo "lua-config: 0 passed, 1 failed"; status=1
+    fi
+done
 exit $status
