@@ -183,12 +183,16 @@ unsafe fn one_check(
     answer(l, &[s, k])
 }
 
-/// `check_blacklist(ip)` → `status, type` (`"black", "ip"`, `"white", "ip"` or `"", ""`).
+/// `check_blacklist(ip)` → `status, type` (`"black", "ip"`, `"white", "ip"` or `"", ""`), from
+/// `white_list` (wins) and `black_list`. `ip`: IPv4, IPv6, `[IPv6]` or IPv4-mapped; junk answers
+/// `"", ""` with one rate-limited log line. KEMI:
+/// `if sipguard.check_blacklist(KSR.kx.get_srcip()) == "black" then KSR.x.drop() end`.
 unsafe extern "C-unwind" fn check_blacklist(l: *mut ffi::lua_State) -> c_int {
     one_check(l, "check_blacklist", Guard::check_blacklist)
 }
 
-/// `get_countrycode(ip)` → ISO code or `""`.
+/// `get_countrycode(ip)` → ISO code of the narrowest range in `ipcountry`/`ipcountry6`, or `""`
+/// (unknown, private, loopback). KEMI: `local cc = sipguard.get_countrycode(KSR.kx.get_srcip())`.
 unsafe extern "C-unwind" fn get_countrycode(l: *mut ffi::lua_State) -> c_int {
     let ip = arg(l, 1);
     let cc = call(l, "get_countrycode", "", |g| {
@@ -197,22 +201,31 @@ unsafe extern "C-unwind" fn get_countrycode(l: *mut ffi::lua_State) -> c_int {
     answer(l, &[cc])
 }
 
-/// `check_country_blacklist(cc)` → `status, type` (`"black", "country"` or `"", ""`).
+/// `check_country_blacklist(cc)` → `status, type` (`"black", "country"` or `"", ""`), from
+/// `black_list_country`, any case; `""` and `"<null>"` are never listed. KEMI:
+/// `if sipguard.check_country_blacklist(cc) == "black" then KSR.x.drop() end`.
 unsafe extern "C-unwind" fn check_country_blacklist(l: *mut ffi::lua_State) -> c_int {
     one_check(l, "check_country_blacklist", Guard::check_country)
 }
 
-/// `check_user_blacklist(user)` → `status, type` (`"black", "user"` or `"", ""`).
+/// `check_user_blacklist(user)` → `status, type` (`"black", "user"` or `"", ""`), from
+/// `black_list_user`, exact match; a number argument is taken as its digits. KEMI:
+/// `if sipguard.check_user_blacklist(KSR.kx.get_fuser()) == "black" then KSR.x.drop() end`.
 unsafe extern "C-unwind" fn check_user_blacklist(l: *mut ffi::lua_State) -> c_int {
     one_check(l, "check_user_blacklist", Guard::check_user)
 }
 
-/// `check_user_agent(ua)` → `status, type` (`"black", "ua"` or `"", ""`).
+/// `check_user_agent(ua)` → `status, type` (`"black", "ua"` or `"", ""`): scanner substrings
+/// from the config and `black_list_ua`, case-insensitive. KEMI:
+/// `if sipguard.check_user_agent(KSR.kx.get_ua()) == "black" then KSR.x.drop() end`.
 unsafe extern "C-unwind" fn check_user_agent(l: *mut ffi::lua_State) -> c_int {
     one_check(l, "check_user_agent", Guard::check_user_agent)
 }
 
-/// `check(ip, ua, user)` → `status, type, country`: every check in one call.
+/// `check(ip, ua, user)` → `status, type, country`: every check in one call, in the shipped
+/// cfg's order (allow-list, blacklist, User-Agent, country, user); `type` is `ip`, `ua`,
+/// `country`, `user` or `nodata`. KEMI:
+/// `local st, kind, cc = sipguard.check(KSR.kx.get_srcip(), KSR.kx.get_ua(), KSR.kx.get_fuser())`.
 unsafe extern "C-unwind" fn check(l: *mut ffi::lua_State) -> c_int {
     let (ip, ua, user) = (arg(l, 1), arg(l, 2), arg(l, 3));
     let (s, k, cc) = call(l, "sipguard_check", ("", "", ""), |g| {
