@@ -33,6 +33,14 @@ fn write(dir: &Path, name: &str, body: impl AsRef<[u8]>) -> PathBuf {
     p
 }
 
+/// A fresh database `name` with the schema applied, and a connection to it.
+async fn schema_db(admin: &str, name: &str) -> Conn {
+    let url = common::fresh_db(admin, name).await;
+    let mut conn = common::connect(&url).await;
+    common::apply_schema(&mut conn).await;
+    conn
+}
+
 async fn live(conn: &mut Conn) -> CountryRanges {
     let (b, _) = sipguard::db::load_countries(conn, Duration::from_secs(120))
         .await
@@ -192,9 +200,7 @@ fn every_format_gives_the_same_answers() {
     };
     let dir = tmpdir("formats");
     common::rt().block_on(async {
-        let url = common::fresh_db(&admin, "sg_country_formats").await;
-        let mut conn = common::connect(&url).await;
-        common::apply_schema(&mut conn).await;
+        let mut conn = schema_db(&admin, "sg_country_formats").await;
         let fx = fixtures(&dir);
         for (name, files) in &fx {
             let report = run(&mut conn, files, Options::default(), false)
@@ -259,9 +265,7 @@ fn refused_input_and_dry_runs_change_nothing() {
     };
     let dir = tmpdir("refusals");
     common::rt().block_on(async {
-        let url = common::fresh_db(&admin, "sg_country_refusals").await;
-        let mut conn = common::connect(&url).await;
-        common::apply_schema(&mut conn).await;
+        let mut conn = schema_db(&admin, "sg_country_refusals").await;
         let good = write(&dir, "good.csv", CLEAN_CSV);
         run(&mut conn, &[good], Options::default(), false)
             .await
@@ -397,9 +401,7 @@ fn real_geolite2_files_agree_across_formats_and_with_the_reader() {
     };
     let maxmind = env_files("SIPGUARD_TEST_GEO_MAXMIND_MMDB");
     common::rt().block_on(async {
-        let url = common::fresh_db(&admin, "sg_country_real").await;
-        let mut conn = common::connect(&url).await;
-        common::apply_schema(&mut conn).await;
+        let mut conn = schema_db(&admin, "sg_country_real").await;
         let parsed = countrydata::read(&csv, &Options::default()).unwrap();
         let addrs = sample(&parsed);
 
@@ -486,12 +488,10 @@ fn the_import_lock_is_per_database() {
     };
     let dir = tmpdir("lock");
     common::rt().block_on(async {
-        let a = common::fresh_db(&admin, "sg_lock_a").await;
-        let b = common::fresh_db(&admin, "sg_lock_b").await;
-        let (mut ca, mut cb) = (common::connect(&a).await, common::connect(&b).await);
-        common::apply_schema(&mut ca).await;
-        common::apply_schema(&mut cb).await;
-        let mut holder = common::connect(&a).await;
+        let mut ca = schema_db(&admin, "sg_lock_a").await;
+        let mut cb = schema_db(&admin, "sg_lock_b").await;
+        // GET_LOCK names are server-wide: any connection can hold database a's lock.
+        let mut holder = common::connect(&admin).await;
         let got: Option<i64> = holder
             .query_first("SELECT GET_LOCK('sipguard.import.sg_lock_a', 0)")
             .await

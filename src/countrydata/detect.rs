@@ -120,31 +120,31 @@ mod tests {
 
     #[test]
     fn formats_are_told_apart_by_content() {
-        assert_eq!(d("a", b"1.0.0.0,1.0.0.255,AU\n").unwrap(), Format::DbIp);
-        assert_eq!(
-            d("a", b"\xef\xbb\xbf16777216,16777471,AU\r\n").unwrap(),
-            Format::DbIp
-        );
-        assert_eq!(
-            d("a", b"ip_start,ip_end,country\n1.0.0.0,1.0.0.255,AU\n").unwrap(),
-            Format::DbIp
-        );
-        assert_eq!(
-            d("a", b"\"0\",\"16777215\",\"-\",\"-\"\n").unwrap(),
-            Format::Ip2Location
-        );
-        assert_eq!(
-            d("a", b"network,geoname_id,registered_country_geoname_id\n").unwrap(),
-            Format::MaxmindCsv
-        );
-        assert_eq!(
-            d(
-                "a",
-                b"geoname_id,locale_code,continent_code,continent_name,country_iso_code\n"
-            )
-            .unwrap(),
-            Format::MaxmindCsv
-        );
+        let cases: [(&[u8], Format); 6] = [
+            (b"1.0.0.0,1.0.0.255,AU\n", Format::DbIp),
+            (b"\xef\xbb\xbf16777216,16777471,AU\r\n", Format::DbIp),
+            (
+                b"ip_start,ip_end,country\n1.0.0.0,1.0.0.255,AU\n",
+                Format::DbIp,
+            ),
+            (b"\"0\",\"16777215\",\"-\",\"-\"\n", Format::Ip2Location),
+            (
+                b"network,geoname_id,registered_country_geoname_id\n",
+                Format::MaxmindCsv,
+            ),
+            (
+                b"geoname_id,locale_code,continent_code,continent_name,country_iso_code\n",
+                Format::MaxmindCsv,
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(
+                d("a", body).unwrap(),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
         let mut mmdb = vec![0u8; 100];
         mmdb.extend_from_slice(MMDB_MARKER);
         mmdb.extend_from_slice(b"\xe0");
