@@ -210,7 +210,7 @@ JSON
 
 # sg_kamailio_start DIR CFG [kamailio args...]: starts Kamailio in the foreground mode (-DD)
 # on udp:127.0.0.1:<free port>, logging to DIR/kamailio.log, with the cfg defines SIPGUARD_LUA,
-# CTL_SOCKET and DBURL pointing into this checkout and the private MariaDB, and the module
+# SIPGUARD_KEMI_LUA, CTL_SOCKET and DBURL pointing into this checkout and the private MariaDB, and the module
 # config DIR/sipguard.json (written with defaults when absent). Extra arguments go to kamailio
 # (e.g. -A SIMULATE_SOURCE). Waits until it listens. Sets SG_SIP_PORT.
 sg_kamailio_start() {
@@ -222,7 +222,8 @@ sg_kamailio_start() {
     [ -f "$dir/sipguard.json" ] || sg_write_config "$dir/sipguard.json"
     LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/sipguard.json" \
         kamailio -DD -E -f "$cfg" -l "udp:127.0.0.1:$SG_SIP_PORT" -P "$dir/kamailio.pid" -Y "$dir" \
-        -A "SIPGUARD_LUA=\"$SG_ROOT/lua/sipguard.lua\"" -A "CTL_SOCKET=\"unix:$dir/kamailio_ctl\"" \
+        -A "SIPGUARD_LUA=\"$SG_ROOT/lua/sipguard.lua\"" -A "SIPGUARD_KEMI_LUA=\"$SG_ROOT/kamailio/sipguard-kemi.lua\"" \
+        -A "CTL_SOCKET=\"unix:$dir/kamailio_ctl\"" \
         -A "DBURL=\"$(sg_ro_url)\"" "$@" >"$dir/kamailio.log" 2>&1 &
     echo $! >"$dir/kamailio.bgpid"
     local i
@@ -338,7 +339,8 @@ sg_suite() {
 }
 sg_suite_cleanup() {
     kill -CONT "$(cat "$dir/db/mysqld.bgpid" 2>/dev/null)" 2>/dev/null
-    sg_kamailio_stop "$dir/kam"
+    local k
+    for k in "$dir"/kam "$dir"/kam-*; do [ -d "$k" ] && sg_kamailio_stop "$k"; done
     sg_mariadb_stop "$dir/db"
     [ "${SG_KEEP:-0}" = 1 ] || rm -rf "$dir"
 }

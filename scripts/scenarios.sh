@@ -1,13 +1,16 @@
 # shellcheck shell=bash
-# The protection scenarios, played against a Kamailio started from kamailio/kamailio.cfg with
-# -A SIMULATE_SOURCE -A WITH_DECISION_LOG over sg_sample_data. Shared by scripts/demo (prints
-# a table) and tests/e2e/protection.sh (asserts): each scenario calls
+# The protection scenarios, played against a Kamailio started from one of the shipped
+# configurations (kamailio/kamailio.cfg, or kamailio/kamailio-kemi.cfg: the same protection in
+# KEMI Lua) with -A SIMULATE_SOURCE -A WITH_DECISION_LOG over sg_sample_data. Both log the same
+# lines, so the same proofs apply. Shared by scripts/demo (prints a table) and
+# tests/e2e/protection.sh (asserts): each scenario calls
 #   $SG_REPORT "scenario" "expected" "observed" "proof"
 # where proof is the Kamailio log line (or kamcmd answer) that shows why; empty when missing.
-# Needs: SG_SIP_PORT, SG_REPORT, and the run directory and Kamailio log as arguments.
+# Needs: SG_SIP_PORT, SG_REPORT; arguments: a work directory for sipp's files, and the
+# directory sg_kamailio_start ran that Kamailio in (its log and control socket).
 
 sg_scenarios() {
-    local dir="$1" log="$2" ctl="unix:$1/kam/kamailio_ctl"
+    local dir="$1" log="$2/kamailio.log" ctl="unix:$2/kamailio_ctl"
     local out proof u
     # Newest matching line for NEEDLE and REGEX, without Kamailio's prefix.
     line() { sg_wait_log "$log" "$1" "$2" | sed -E 's/^.*(ALERT|NOTICE|INFO): <script>: //'; }
