@@ -20,14 +20,13 @@ local sipguard = require "sipguard"
 
 -- Parses the config ($SIPGUARD_CONFIG, default /etc/kamailio/sipguard.json). A broken config
 -- raises here, so Kamailio refuses to start and says which field is wrong.
-local ok, err, warnings = sipguard.init()
+local ok, err = sipguard.init()
 if not ok then
     error(err, 0)
 end
+-- The module's log lines, and the config's warnings (a world-readable file holding a password),
+-- go out through Kamailio's log at the next request: KSR.log only works inside one.
 sipguard.set_logger(function(level, msg) KSR.log(level, msg .. "\n") end)
-for _, w in ipairs(warnings) do
-    KSR.log("warn", w .. "\n")
-end
 
 -- transaction flag: the source is in white_list
 local FLT_TRUSTED = 1

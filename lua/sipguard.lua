@@ -13,16 +13,15 @@ local sipguard = require "sipguard"
 
 -- Parses the config file ($SIPGUARD_CONFIG, default /etc/kamailio/sipguard.json). A broken
 -- config raises here, so Kamailio refuses to start and says which field is wrong.
-local ok, err, warnings = sipguard.init()
+local ok, err = sipguard.init()
 if not ok then
     error(err, 0)
 end
 
+-- The module's log lines, and the config's warnings (a world-readable file holding a password),
+-- go out through Kamailio's log at the next request: KSR.log only works inside one.
 if KSR ~= nil and KSR.log ~= nil then
     sipguard.set_logger(function(level, msg) KSR.log(level, msg .. "\n") end)
-    for _, w in ipairs(warnings) do
-        KSR.log("warn", w .. "\n")
-    end
 end
 
 local sets = KSR.pv.sets

@@ -212,7 +212,8 @@ JSON
 # on udp:127.0.0.1:<free port>, logging to DIR/kamailio.log, with the cfg defines SIPGUARD_LUA,
 # SIPGUARD_KEMI_LUA, CTL_SOCKET and DBURL pointing into this checkout and the private MariaDB, and the module
 # config DIR/sipguard.json (written with defaults when absent). Extra arguments go to kamailio
-# (e.g. -A SIMULATE_SOURCE). Waits until it listens. Sets SG_SIP_PORT.
+# (e.g. -A SIMULATE_SOURCE). SG_LUA / SG_KEMI_LUA replace the Lua files. Waits until it
+# listens. Sets SG_SIP_PORT.
 sg_kamailio_start() {
     local dir="$1" cfg="$2"
     shift 2
@@ -222,7 +223,8 @@ sg_kamailio_start() {
     [ -f "$dir/sipguard.json" ] || sg_write_config "$dir/sipguard.json"
     LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/sipguard.json" \
         kamailio -DD -E -f "$cfg" -l "udp:127.0.0.1:$SG_SIP_PORT" -P "$dir/kamailio.pid" -Y "$dir" \
-        -A "SIPGUARD_LUA=\"$SG_ROOT/lua/sipguard.lua\"" -A "SIPGUARD_KEMI_LUA=\"$SG_ROOT/kamailio/sipguard-kemi.lua\"" \
+        -A "SIPGUARD_LUA=\"${SG_LUA:-$SG_ROOT/lua/sipguard.lua}\"" \
+        -A "SIPGUARD_KEMI_LUA=\"${SG_KEMI_LUA:-$SG_ROOT/kamailio/sipguard-kemi.lua}\"" \
         -A "CTL_SOCKET=\"unix:$dir/kamailio_ctl\"" \
         -A "DBURL=\"$(sg_ro_url)\"" "$@" >"$dir/kamailio.log" 2>&1 &
     echo $! >"$dir/kamailio.bgpid"

@@ -6,6 +6,7 @@
 //! `nil, message`, which the Lua file raises so Kamailio refuses to start.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::os::raw::{c_char, c_int};
@@ -18,6 +19,14 @@ use crate::engine::Verdict;
 use crate::process::{self, Guard};
 
 static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
+
+/// The config's warnings from the last `init`, logged through the logger by the next request-path
+/// call: app_lua refuses `KSR.log` outside a SIP message ("invalid Lua environment"), so the
+/// script's top level, where `init` runs, cannot log them itself.
+static PENDING_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static HAS_PENDING_WARNINGS: AtomicBool = AtomicBool::new(false);
+/// The warnings of the previous `init` in this process.
+static LAST_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 const LOGGER_KEY: &str = "sipguard.logger";
 
@@ -64,7 +73,8 @@ unsafe fn answer(l: *mut ffi::lua_State, values: &[&'static str]) -> c_int {
 /// Parses the config (argument, or `SIPGUARD_CONFIG`, or the default path) and keeps it for
 /// this process. Returns `true`, or `nil, message`: the Lua file raises that message as a plain
 /// string, since app_lua prints a Rust error object only as "unknown".
-/// A third value lists warnings (e.g. a world-readable file holding a password).
+/// A third value lists warnings (e.g. a world-readable file holding a password); they are also
+/// logged, at `warn`, by this process's next check call (through the logger).
 fn init(lua: &Lua, path: Option<String>) -> LuaResult<(Option<bool>, Option<String>, LuaTable)> {
     let path = path
         .map(std::path::PathBuf::from)
@@ -72,8 +82,16 @@ fn init(lua: &Lua, path: Option<String>) -> LuaResult<(Option<bool>, Option<Stri
     let warnings = lua.create_table()?;
     match Config::load(&path) {
         Ok(cfg) => {
-            for (i, w) in cfg.warnings(&path).into_iter().enumerate() {
+            let found = cfg.warnings(&path);
+            for (i, w) in found.iter().enumerate() {
                 warnings.raw_set(i + 1, format!("sipguard: {w}"))?;
+            }
+            // Each app_lua.reload runs `init` again: the same warnings are not logged again.
+            let mut last = LAST_WARNINGS.lock().unwrap_or_else(|p| p.into_inner());
+            if *last != found {
+                last.clone_from(&found);
+                HAS_PENDING_WARNINGS.store(!found.is_empty(), Ordering::Release);
+                *PENDING_WARNINGS.lock().unwrap_or_else(|p| p.into_inner()) = found;
             }
             *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(cfg));
             Ok((Some(true), None, warnings))
@@ -129,6 +147,13 @@ unsafe fn call<T>(
     // SAFETY: `l` is a live state (the caller's contract); mlua attaches to it or finds the
     // handle it made when the module was loaded.
     let lua = || unsafe { Lua::get_or_init_from_ptr(l) };
+    if HAS_PENDING_WARNINGS.swap(false, Ordering::AcqRel) {
+        let pending =
+            std::mem::take(&mut *PENDING_WARNINGS.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in pending {
+            emit(lua(), "warn", &w);
+        }
+    }
     let out = match guard() {
         Ok(g) => {
             let out = catch_unwind(AssertUnwindSafe(|| f(&g)));

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# `kamcmd app_lua.reload` under traffic, with each shipped configuration (kamailio/kamailio.cfg
+# and kamailio/kamailio-kemi.cfg): 50 reloads while clean and listed sources keep coming. The
+# answers stay right (no clean request lost, no listed one answered), the module is not
+# initialised twice (one data load per worker, no extra thread), and over the 50 reloads the
+# threads, the MySQL connections and the RSS of every worker stay flat. Prints the figures.
+set -uo pipefail
+. "$(dirname "$0")/../../scripts/lib.sh"
+
+sg_suite reload
+sg_mariadb_start "$dir/db"
+sg_schema
+sg_load_country_csv "$SG_ROOT/tests/data/country-slice.csv"
+sg_sample_data
+sleep 3   # the country tables' UPDATE_TIME settles: no reload of freshly imported data mid-test
+
+# Clean sources: DE addresses and the allow-listed carrier inside a listed network (lost lists
+# would drop it). Listed ones: a listed network and a listed country, each address once per
+# pass (ipban then holds it, so every pass needs sipguard's answer for new addresses).
+{ echo SEQUENTIAL; for i in $(seq 1 200); do echo "X-Src: 2.20.$((180 + i % 2)).$i;clean;reload;"; echo "X-Src: 127.0.9.9;carrier;reload;"; done; } >"$dir/clean.csv"
+{ echo SEQUENTIAL; for i in $(seq 1 250); do echo "X-Src: 127.0.9.$((i == 9 ? 254 : i));listed;reload;"; echo "X-Src: 2.20.179.$i;listed;reload;"; done; } >"$dir/listed.csv"
+
+secs=14 reloads=50
+run_sipp() {   # NAME CSV RATE SRC
+    (cd "$dir" && timeout $((secs + 30)) sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$2" \
+        -i "$4" -p "$(sg_free_port)" -r "$3" -m $(($3 * secs)) -nostdin -timeout $((secs + 20)) \
+        -trace_stat -fd 1 -stf "$dir/$1.stat" >"$dir/$1.out" 2>&1)
+}
+stat() {   # NAME COLUMN: the last value of a sipp statistics column
+    local c; c=$(head -1 "$dir/$1.stat" | tr ';' '\n' | grep -n -x "$2" | cut -d: -f1)
+    tail -1 "$dir/$1.stat" | cut -d';' -f"$c"
+}
+# The UDP workers' pids (they run the routing, so they hold the module).
+workers() { kamcmd -s "unix:$kam/kamailio_ctl" core.psx | awk '$1 == "PID:" {p=$2} /DSC: udp receiver/ {print p}'; }
+# One line per worker: "pid threads rss_kb".
+sample() {
+    local p
+    for p in $(workers); do
+        echo "$p $(awk '/^Threads:/ {t=$2} /^VmRSS:/ {r=$2} END {print t, r}' "/proc/$p/status")"
+    done
+}
+mysql_conns() { sg_sql -N -e "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'sipguard_ro'"; }
+
+# The shipped Lua files, each with one line more that appends the process id to runs.log every
+# time app_lua runs it (KSR.log is refused outside a SIP message): proof that the reloads really
+# ran the script again in every worker.
+marker="do local f = io.open('/proc/self/stat'); local pid = f:read('*n'); f:close()
+f = io.open('$dir/runs.log', 'a'); f:write(pid, '\\n'); f:close() end"
+{ cat "$SG_ROOT/lua/sipguard.lua"; echo "$marker"; } >"$dir/sipguard.lua"
+{ cat "$SG_ROOT/kamailio/sipguard-kemi.lua"; echo "$marker"; } >"$dir/sipguard-kemi.lua"
+export SG_LUA="$dir/sipguard.lua" SG_KEMI_LUA="$dir/sipguard-kemi.lua"
+
+for cfg_name in ${SG_CONFIGS:-kamailio.cfg kamailio-kemi.cfg}; do
+    kam="$dir/kam-${cfg_name%.cfg}"
+    # A config with a password, readable by every user: warned about once per worker, at its
+    # first request (KSR.log needs one), and not again at each reload.
+    mkdir -p "$kam" && sg_write_config "$kam/sipguard.json" && chmod 644 "$kam/sipguard.json"
+    if ! sg_kamailio_start "$kam" "$SG_ROOT/kamailio/$cfg_name" -A SIMULATE_SOURCE; then
+        ko "kamailio/$cfg_name starts" "see the log above"
+        continue
+    fi
+    log="$kam/kamailio.log"
+    n=$(workers | wc -l)
+    # Warm every worker (each loads at its first request), then wait for all of them.
+    for i in $(seq 1 40); do
+        sg_options "$dir" 127.0.0.2 "3.2.35.$i" warm >/dev/null
+        [ "$(grep -c 'country ranges loaded' "$log")" -ge "$n" ] && break
+    done
+    [ "$(grep -c 'country ranges loaded' "$log")" -ge "$n" ] || ko "$cfg_name: warm-up" "$(grep -c 'country ranges loaded' "$log") of $n workers loaded"
+    before=$(sample); conns0=$(mysql_conns); loads0=$(grep -c 'loaded: ' "$log"); runs0=$(wc -l <"$dir/runs.log")
+
+    run_sipp clean "$dir/clean.csv" 200 127.0.0.2 &
+    c=$!
+    run_sipp listed "$dir/listed.csv" 30 127.0.0.3 &
+    l=$!
+    sleep 1
+    rl_fail=0
+    for i in $(seq 1 $reloads); do
+        kamcmd -s "unix:$kam/kamailio_ctl" app_lua.reload >/dev/null 2>&1 || rl_fail=$((rl_fail + 1))
+        [ "$i" = 10 ] && { sleep 0.3; at10=$(sample); }
+        sleep 0.2
+    done
+    sleep 0.5
+    after=$(sample); conns1=$(mysql_conns)
+    wait $c $l
+    c_ok=$(stat clean 'SuccessfulCall(C)'); c_fail=$(stat clean 'FailedCall(C)')
+    l_ok=$(stat listed 'SuccessfulCall(C)'); l_fail=$(stat listed 'FailedCall(C)')
+
+    echo "$cfg_name: clean sent $((c_ok + c_fail)), answered $c_ok; listed sent $((l_ok + l_fail)), dropped $l_fail; $reloads reloads ($rl_fail refused)"
+    echo "$cfg_name: per worker (pid threads rss_kb) before / after 10 reloads / after $reloads:"
+    paste -d'|' <(echo "$before") <(echo "$at10") <(echo "$after") | sed 's/^/    /'
+    echo "$cfg_name: MySQL connections of sipguard_ro: $conns0 before, $conns1 after"
+
+    [ "$rl_fail" = 0 ] && ok "$cfg_name: kamcmd app_lua.reload accepted $reloads times" || ko "$cfg_name: reloads" "$rl_fail refused"
+    # A worker applies a reload at its next request, and several reloads between two requests
+    # count once: every worker ran the script again at least 10 times.
+    few=$(for p in $(workers); do
+        r=$(grep -c -x "$p" "$dir/runs.log")
+        [ "$r" -ge 10 ] || echo "pid $p ran it $r times"
+    done)
+    runs=$(($(wc -l <"$dir/runs.log") - runs0))
+    [ -z "$few" ] && ok "$cfg_name: the script ran again in every worker ($runs runs during the reloads)" || ko "$cfg_name: reloads applied" "$few"
+    [ "$c_fail" = 0 ] && [ "$c_ok" -gt 0 ] && ok "$cfg_name: every clean request answered through the reloads ($c_ok)" \
+        || ko "$cfg_name: clean answers" "$c_fail of $((c_ok + c_fail)) not answered"
+    [ "$l_ok" = 0 ] && [ "$l_fail" -gt 0 ] && ok "$cfg_name: no listed request answered through the reloads ($l_fail dropped)" \
+        || ko "$cfg_name: listed answers" "$l_ok answered"
+    loads=$(grep -c 'country ranges loaded' "$log"); lists=$(grep -c 'lists loaded' "$log")
+    [ "$n" -gt 0 ] && [ "$loads" = "$n" ] && [ "$lists" = "$n" ] && [ "$(grep -c 'loaded: ' "$log")" = "$loads0" ] \
+        && ok "$cfg_name: nothing initialised twice: $n workers, $lists list loads, $loads country loads, none during the reloads" \
+        || ko "$cfg_name: initialised twice" "$n workers, $lists list loads, $loads country loads ($loads0 before the reloads)"
+    flat=$(paste -d' ' <(echo "$before") <(echo "$at10") <(echo "$after") | awk '
+        $2 != $5 || $5 != $8 { print "pid " $1 ": threads " $2 " -> " $5 " -> " $8; next }
+        $9 - $6 > 1024 { print "pid " $1 ": RSS grew " ($9 - $6) " kB over 40 reloads" }')
+    [ -z "$flat" ] && ok "$cfg_name: threads equal and RSS within 1 MB per worker from reload 10 to $reloads" || ko "$cfg_name: flat" "$flat"
+    [ "$conns0" = "$conns1" ] && ok "$cfg_name: MySQL connections unchanged ($conns0)" || ko "$cfg_name: MySQL connections" "$conns0 -> $conns1"
+    warned=$(grep -c 'WARNING: .*sipguard: .*sipguard.json is readable by every user' "$log")
+    [ "$warned" = "$n" ] && ok "$cfg_name: the config warning logged once per worker ($warned), not at every reload" \
+        || ko "$cfg_name: config warning" "logged $warned times for $n workers"
+    if grep -qE 'error from Lua|SIGSEGV|segfault|ERROR: app_lua' "$log"; then
+        ko "$cfg_name: no Lua errors or crashes in the log" "$(grep -m3 -E 'error from Lua|SIGSEGV|segfault|ERROR: app_lua' "$log")"
+    else
+        ok "$cfg_name: no Lua errors or crashes in the log"
+    fi
+    sg_kamailio_stop "$kam"
+done
+sg_suite_end
