@@ -8,7 +8,7 @@ use sipguard::countrydata::{read_inputs, Family, Input, Options};
 fuzz_target!(|data: &[u8]| {
     for family in [None, Some(Family::V4), Some(Family::V6)] {
         let input = Input::from_bytes("fuzz.csv", data.to_vec());
-        let Ok(d) = read_inputs(vec![input], &Options { format: None, family }) else {
+        let Ok(d) = read_inputs(vec![input], &Options { format: None, family, skip_conflicts: false }) else {
             continue;
         };
         for (s, e, cc) in &d.v4 {

@@ -44,6 +44,8 @@ pub struct Summary {
     pub duplicates: u64,
     /// How files were read, for the operator (see [`CountryData::notes`]).
     pub notes: Vec<String>,
+    /// Ranges left out because rows gave them different countries (`--skip-conflicts`).
+    pub conflicts: Vec<String>,
     /// Changes against the live `ipcountry` (empty when the input has no IPv4 row: that
     /// table is kept).
     pub v4_changes: FamilyDiff,
@@ -147,6 +149,7 @@ async fn summarize(conn: &mut Conn, data: &CountryData) -> Result<Summary, Admin
         skipped: data.skipped.clone(),
         duplicates: data.duplicates,
         notes: data.notes.clone(),
+        conflicts: data.conflicts.clone(),
         v4_changes: if data.v4.is_empty() {
             FamilyDiff::default()
         } else {

@@ -60,6 +60,10 @@ enum Command {
         /// change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// A range that rows give different countries is left out (its addresses get no
+        /// country) and listed, instead of refusing the whole input.
+        #[arg(long)]
+        skip_conflicts: bool,
     },
     /// black_list: addresses and CIDR networks to drop.
     Black(ListCmd),
@@ -281,6 +285,18 @@ fn print_summary(s: &import::Summary) {
     for note in &s.notes {
         println!("note: {note}");
     }
+    if !s.conflicts.is_empty() {
+        println!(
+            "{} ranges given different countries, left out (--skip-conflicts; their addresses get no country):",
+            s.conflicts.len()
+        );
+        for c in s.conflicts.iter().take(10) {
+            println!("  {c}");
+        }
+        if s.conflicts.len() > 10 {
+            println!("  … and {} more", s.conflicts.len() - 10);
+        }
+    }
     if s.skipped.is_empty() {
         println!("no placeholder rows");
     } else {
@@ -325,6 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             format,
             family,
             dry_run,
+            skip_conflicts,
         } => {
             let mut conn = connect(&cli).await?;
             let bar = std::io::stderr().is_terminal().then(|| {
@@ -345,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     FamilyArg::Ipv4 => countrydata::Family::V4,
                     FamilyArg::Ipv6 => countrydata::Family::V6,
                 }),
+                skip_conflicts: *skip_conflicts,
             };
             let started = Instant::now();
             let report = import::import(&mut conn, files, &opts, *dry_run, &progress)

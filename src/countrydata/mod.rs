@@ -57,6 +57,11 @@ pub struct Options {
     pub format: Option<Format>,
     /// Family of numeric addresses (`--family`), for files whose name does not say it.
     pub family: Option<Family>,
+    /// A range that rows give different countries (`--skip-conflicts`): leave every copy out
+    /// (its addresses get no country) and list it in [`CountryData::conflicts`], instead of
+    /// refusing the input. Public data has a few (3 of 550,668 rows in ip-location-db's
+    /// geo-whois-asn-country of 2026-06).
+    pub skip_conflicts: bool,
 }
 
 /// Why input was refused. Every variant names the file; line errors name the line too.
@@ -114,6 +119,9 @@ pub struct CountryData {
     pub duplicates: u64,
     /// What the operator should know about how a file was read (MMDB aliases not imported).
     pub notes: Vec<String>,
+    /// Ranges left out because rows give them different countries ([`Options::skip_conflicts`]),
+    /// each as `first - last: CC at file:line, CC at file:line`.
+    pub conflicts: Vec<String>,
     /// Where each row of `v4` / `v6` came from, to name both places when the same range is
     /// given two countries; emptied by [`CountryData::finish`].
     v4_from: Vec<Origin>,
@@ -211,20 +219,30 @@ impl CountryData {
         }
     }
 
-    /// Ends reading (called once, by [`read_inputs`]): a range given twice with the same country is kept once; given two
-    /// different countries it is refused, naming both places (which one is meant cannot be
-    /// told).
-    fn finish(&mut self) -> Result<(), DataError> {
+    /// Ends reading (called once, by [`read_inputs`]): a range given twice with the same
+    /// country is kept once; given different countries it is refused, naming both places
+    /// (which one is meant cannot be told), or with `skip_conflicts` left out and listed.
+    fn finish(&mut self, skip_conflicts: bool) -> Result<(), DataError> {
         let files: Vec<String> = self.files.iter().map(|(f, _)| f.clone()).collect();
-        let (n, mapped) = dedupe(&mut self.v4, &self.v4_from, &files, |s| {
-            std::net::Ipv4Addr::from(s).to_string()
-        })?;
+        let mut conflicts = Vec::new();
+        let (n, mapped) = dedupe(
+            &mut self.v4,
+            &self.v4_from,
+            &files,
+            skip_conflicts.then_some(&mut conflicts),
+            |s| std::net::Ipv4Addr::from(s).to_string(),
+        )?;
         self.duplicates += n;
         self.mapped -= mapped;
-        let (n, _) = dedupe(&mut self.v6, &self.v6_from, &files, |s| {
-            std::net::Ipv6Addr::from(s).to_string()
-        })?;
+        let (n, _) = dedupe(
+            &mut self.v6,
+            &self.v6_from,
+            &files,
+            skip_conflicts.then_some(&mut conflicts),
+            |s| std::net::Ipv6Addr::from(s).to_string(),
+        )?;
         self.duplicates += n;
+        self.conflicts = conflicts;
         self.v4_from = Vec::new();
         self.v6_from = Vec::new();
         Ok(())
@@ -254,39 +272,61 @@ impl CountryData {
     }
 }
 
-/// Drops rows that repeat an earlier row (same range, same country); refuses a range given
-/// two countries. Returns the number dropped, and of those the ones written as IPv4-mapped.
+/// Drops rows that repeat an earlier row (same range, same country); a range given different
+/// countries is refused, or, when `conflicts` is given, dropped whole and described there.
+/// Returns the number of repeats dropped, and the number of dropped rows (repeats or
+/// conflicts) written as IPv4-mapped, which are then not stored as mapped rows.
 fn dedupe<K: Ord + Copy>(
     rows: &mut Vec<(K, K, CountryCode)>,
     from: &[Origin],
     files: &[String],
+    mut conflicts: Option<&mut Vec<String>>,
     show: impl Fn(K) -> String,
 ) -> Result<(u64, u64), DataError> {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| (rows[i].0, rows[i].1, i));
     let mut drop = vec![false; rows.len()];
     let (mut dropped, mut dropped_mapped) = (0, 0);
-    for w in order.windows(2) {
-        let (a, b) = (rows[w[0]], rows[w[1]]);
-        if (a.0, a.1) != (b.0, b.1) {
+    // Groups of rows with the same range, in reading order within a group.
+    for group in order.chunk_by(|&a, &b| (rows[a].0, rows[a].1) == (rows[b].0, rows[b].1)) {
+        let first = group[0];
+        let Some(&other) = group.iter().find(|&&i| rows[i].2 != rows[first].2) else {
+            for &i in &group[1..] {
+                drop[i] = true;
+                dropped += 1;
+                dropped_mapped += u64::from(from[i].mapped);
+            }
             continue;
-        }
-        if a.2 != b.2 {
+        };
+        let (a, b) = (rows[first], rows[other]);
+        let Some(list) = conflicts.as_deref_mut() else {
             let reason = format!(
-                "the range {} - {} is {} here and {} at {}: which one is meant cannot be told",
+                "the range {} - {} is {} here and {} at {}: which one is meant cannot be told \
+                 (--skip-conflicts leaves such ranges out)",
                 show(b.0),
                 show(b.1),
                 b.2,
                 a.2,
-                from[w[0]].place(files)
+                from[first].place(files)
             );
-            return Err(from[w[1]].error(files, reason));
+            return Err(from[other].error(files, reason));
+        };
+        let each: Vec<String> = group
+            .iter()
+            .map(|&i| format!("{} at {}", rows[i].2, from[i].place(files)))
+            .collect();
+        list.push(format!(
+            "{} - {}: {}",
+            show(a.0),
+            show(a.1),
+            each.join(", ")
+        ));
+        for &i in group {
+            drop[i] = true;
+            dropped_mapped += u64::from(from[i].mapped);
         }
-        drop[w[1]] = true;
-        dropped += 1;
-        dropped_mapped += u64::from(from[w[1]].mapped);
     }
-    if dropped > 0 {
+    if drop.contains(&true) {
         let mut i = 0;
         rows.retain(|_| {
             i += 1;
@@ -388,7 +428,7 @@ pub fn read_inputs(inputs: Vec<Input>, opts: &Options) -> Result<CountryData, Da
         }
         data.files.push((input.name, format));
     }
-    data.finish()?;
+    data.finish(opts.skip_conflicts)?;
     Ok(data)
 }
 
@@ -634,6 +674,7 @@ pub(crate) fn read_one(
     read_files(
         &[(name, body.as_bytes())],
         &Options {
+            skip_conflicts: false,
             format: None,
             family,
         },
@@ -708,6 +749,53 @@ mod tests {
             e.contains("DB1.CSV:1: which one is meant cannot be told"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn conflicts_are_refused_or_left_out_whole_on_request() {
+        let csv = "1.0.0.0,1.0.0.255,AU\n2.0.0.0,2.0.0.255,DE\n2.0.0.0,2.0.0.255,US\n\
+                   3.0.0.0,3.0.0.255,FR\n2.0.0.0,2.0.0.255,DE\n";
+        let e = read_one("ipv4.csv", csv, None).unwrap_err().to_string();
+        assert!(
+            e.contains("ipv4.csv:3: the range 2.0.0.0 - 2.0.0.255 is US here and DE at ")
+                && e.contains("ipv4.csv:2: which one is meant"),
+            "{e}"
+        );
+        assert!(e.contains("--skip-conflicts"), "{e}");
+        let opts = Options {
+            skip_conflicts: true,
+            ..Options::default()
+        };
+        let d = read_files(&[("ipv4.csv", csv.as_bytes())], &opts).unwrap();
+        // Every copy of the disputed range is left out, the repeat included; the rest is kept.
+        let kept: Vec<(u32, u32, String)> =
+            d.v4.iter()
+                .map(|&(s, e, c)| (s, e, c.to_string()))
+                .collect();
+        assert_eq!(
+            kept,
+            [
+                (0x0100_0000, 0x0100_00ff, "AU".into()),
+                (0x0300_0000, 0x0300_00ff, "FR".into())
+            ]
+        );
+        assert_eq!(d.duplicates, 0);
+        assert_eq!(d.conflicts.len(), 1);
+        assert!(
+            d.conflicts[0].starts_with("2.0.0.0 - 2.0.0.255: DE at "),
+            "{:?}",
+            d.conflicts
+        );
+        assert!(
+            d.conflicts[0].contains("ipv4.csv:2, US at "),
+            "{:?}",
+            d.conflicts
+        );
+        assert!(d.conflicts[0].ends_with("ipv4.csv:5"), "{:?}", d.conflicts);
+        // Without conflicts the option changes nothing.
+        let clean = "1.0.0.0,1.0.0.255,AU\n1.0.0.0,1.0.0.255,AU\n";
+        let d = read_files(&[("ipv4.csv", clean.as_bytes())], &opts).unwrap();
+        assert_eq!((d.v4.len(), d.duplicates, d.conflicts.len()), (1, 1, 0));
     }
 
     #[test]
