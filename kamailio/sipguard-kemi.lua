@@ -4,15 +4,7 @@
 -- same registrar and call routing. sipguard is used as a library: one call of its module table
 -- answers every list check (allow-list, black_list, User-Agent, country, user).
 --
--- Every step, as in the README's table for kamailio/kamailio.cfg:
---   1 source in ipban                    dropped silently
---   2 source allow-listed (white_list)   flag FLT_TRUSTED, no further checks, no auth
---   3 source listed (black_list)         alert, into ipban, dropped
---   4 flood (pike)                       alert, into ipban, dropped
---   5 scanner User-Agent                 alert, dropped
---   6 listed country                     alert, into ipban, dropped
---   7 listed user name                   alert, dropped
---   8 digest auth with the post's wrongpass lockout
+-- The steps and what each does on a hit: the README's table for kamailio/kamailio.cfg.
 -- Remember KEMI's rules: KSR.x.exit() ends the routing, KSR.x.drop() drops and ends it; never
 -- call Lua's os.exit() in Kamailio.
 
@@ -43,7 +35,7 @@ local function xlog(level, fmt, src, kind, cc)
     KSR.xlog.xlog(level, fmt)
 end
 
--- Answers where kamailio/kamailio.cfg gives up on a request: drop it, sending nothing.
+-- The source into ipban (dropped silently until autoexpire), and this request dropped.
 local function ban_and_drop(src)
     KSR.htable.sht_seti("ipban", src, 1)
     KSR.x.drop()
@@ -58,7 +50,9 @@ function ksr_route_sipguard(src)
     end
 
     -- 2, 3, 5, 6, 7 in one call; the answer says which step matched. "nodata" (on_no_data =
-    -- "block" before any data was loaded) is answered by the address step, as in kamailio.cfg.
+    -- "block" before any data was loaded) is acted on here, at the address step, as
+    -- kamailio.cfg does for an address (for a source that is no address, kamailio.cfg would
+    -- act at the country step, after pike: same drop, other alert line).
     local status, kind, cc = sipguard.check(src, KSR.kx.gete_ua(), KSR.kx.gete_fuser())
     if status == "white" then
         if decision_log then

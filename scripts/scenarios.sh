@@ -12,7 +12,7 @@
 sg_scenarios() {
     local dir="$1" log="$2/kamailio.log" ctl="unix:$2/kamailio_ctl"
     local out proof u
-    # Newest matching line for NEEDLE and REGEX, without Kamailio's prefix.
+    # First matching line for NEEDLE and REGEX, without Kamailio's prefix.
     line() { sg_wait_log "$log" "$1" "$2" | sed -E 's/^.*(ALERT|NOTICE|INFO): <script>: //'; }
     dropped() { if sg_options "$dir" "$@"; then echo answered; else echo dropped; fi; }
     banned() { kamcmd -s "$ctl" htable.get ipban "$1" 2>/dev/null | grep -q 'value: 1' && echo "+ipban"; }
@@ -34,6 +34,13 @@ sg_scenarios() {
 
     out=$(sg_register "$dir" 127.0.0.22 bob bob-secret)
     $SG_REPORT "bob locked out: right password, no answer" none "$out" "$(line 'username bob' 'REGISTER blocked')"
+
+    # The lockout ends auth.bantime after the last failure (set to 1 s at run time here).
+    kamcmd -s "$ctl" cfg.set_now_int auth bantime 1 >/dev/null
+    sleep 2
+    out=$(sg_register "$dir" 127.0.0.23 bob bob-secret)
+    kamcmd -s "$ctl" cfg.set_now_int auth bantime 300 >/dev/null
+    $SG_REPORT "bob after auth.bantime: right password, 200" 200 "$out" "$(line 'user=bob src=127.0.0.23' 'pass REGISTER')"
 
     out=$(dropped 127.0.0.66 "" probe)$(banned 127.0.0.66)
     $SG_REPORT "listed address 127.0.0.66" dropped+ipban "$out" "$(line 'IP:127.0.0.66' 'blacklisted ip!')"
@@ -63,6 +70,11 @@ sg_scenarios() {
     sg_flood "$dir" 127.0.0.77 60 100
     out=$(dropped 127.0.0.77 "" probe)$(banned 127.0.0.77)
     $SG_REPORT "flood: 60 requests in 0.6 s from 127.0.0.77" dropped+ipban "$out" "$(line '127.0.0.77' 'pike blocking')"
+
+    printf 'SEQUENTIAL\nstray;\n' >"$dir/bye.csv"
+    if timeout 20 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/indialog.xml" -inf "$dir/bye.csv" \
+        -i 127.0.0.43 -p "$(sg_free_port)" -m 1 -nostdin -timeout 6 >"$dir/bye.out" 2>&1; then out=404; else out="no 404"; fi
+    $SG_REPORT "BYE in an unknown dialog (no Route)" 404 "$out" "$(line 'user=stray src=127.0.0.43' 'pass BYE')"
 
     if sg_call "$dir" 127.0.0.41 alice alice-secret carol 127.0.0.42 "$(sg_free_port)"; then out="call ok"; else out="call failed"; fi
     $SG_REPORT "alice calls registered carol (INVITE/BYE)" "call ok" "$out" "$(line 'user=alice src=127.0.0.41' 'pass INVITE')"

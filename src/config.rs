@@ -64,7 +64,7 @@ pub struct Config {
     /// the database is down enforces them; `null` turns it off.
     #[serde(default = "defaults::snapshot_dir")]
     pub snapshot_dir: Option<PathBuf>,
-    /// Tests only: `check_blacklist("sipguard-test-panic")` panics inside the module, to prove a
+    /// Tests only: a source of `"sipguard-test-panic"` (any source check) panics inside the module, to prove a
     /// panic never reaches Lua or the worker. Never enable in production.
     #[serde(default)]
     pub test_hooks: bool,

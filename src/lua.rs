@@ -90,8 +90,10 @@ fn init(lua: &Lua, path: Option<String>) -> LuaResult<(Option<bool>, Option<Stri
             let mut last = LAST_WARNINGS.lock().unwrap_or_else(|p| p.into_inner());
             if *last != found {
                 last.clone_from(&found);
-                HAS_PENDING_WARNINGS.store(!found.is_empty(), Ordering::Release);
+                let any = !found.is_empty();
+                // The list first, then the flag that makes a call take it.
                 *PENDING_WARNINGS.lock().unwrap_or_else(|p| p.into_inner()) = found;
+                HAS_PENDING_WARNINGS.store(any, Ordering::Release);
             }
             *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(cfg));
             Ok((Some(true), None, warnings))
@@ -100,7 +102,7 @@ fn init(lua: &Lua, path: Option<String>) -> LuaResult<(Option<bool>, Option<Stri
     }
 }
 
-/// Registers the function log lines go to, e.g. `function(level, msg) KSR.log(level, msg) end`.
+/// Registers the function log lines go to, e.g. `function(level, msg) KSR.log(level, msg .. "\n") end`.
 fn set_logger(lua: &Lua, f: LuaFunction) -> LuaResult<()> {
     lua.set_named_registry_value(LOGGER_KEY, f)
 }
@@ -235,14 +237,14 @@ unsafe extern "C-unwind" fn check_country_blacklist(l: *mut ffi::lua_State) -> c
 
 /// `check_user_blacklist(user)` → `status, type` (`"black", "user"` or `"", ""`), from
 /// `black_list_user`, exact match; a number argument is taken as its digits. KEMI:
-/// `if sipguard.check_user_blacklist(KSR.kx.get_fuser()) == "black" then KSR.x.drop() end`.
+/// `if sipguard.check_user_blacklist(KSR.kx.gete_fuser()) == "black" then KSR.x.drop() end`.
 unsafe extern "C-unwind" fn check_user_blacklist(l: *mut ffi::lua_State) -> c_int {
     one_check(l, "check_user_blacklist", Guard::check_user)
 }
 
 /// `check_user_agent(ua)` → `status, type` (`"black", "ua"` or `"", ""`): scanner substrings
 /// from the config and `black_list_ua`, case-insensitive. KEMI:
-/// `if sipguard.check_user_agent(KSR.kx.get_ua()) == "black" then KSR.x.drop() end`.
+/// `if sipguard.check_user_agent(KSR.kx.gete_ua()) == "black" then KSR.x.drop() end`.
 unsafe extern "C-unwind" fn check_user_agent(l: *mut ffi::lua_State) -> c_int {
     one_check(l, "check_user_agent", Guard::check_user_agent)
 }
@@ -250,7 +252,7 @@ unsafe extern "C-unwind" fn check_user_agent(l: *mut ffi::lua_State) -> c_int {
 /// `check(ip, ua, user)` → `status, type, country`: every check in one call, in the shipped
 /// cfg's order (allow-list, blacklist, User-Agent, country, user); `type` is `ip`, `ua`,
 /// `country`, `user` or `nodata`. KEMI:
-/// `local st, kind, cc = sipguard.check(KSR.kx.get_srcip(), KSR.kx.get_ua(), KSR.kx.get_fuser())`.
+/// `local st, kind, cc = sipguard.check(KSR.kx.get_srcip(), KSR.kx.gete_ua(), KSR.kx.gete_fuser())`.
 unsafe extern "C-unwind" fn check(l: *mut ffi::lua_State) -> c_int {
     let (ip, ua, user) = (arg(l, 1), arg(l, 2), arg(l, 3));
     let (s, k, cc) = call(l, "sipguard_check", ("", "", ""), |g| {

@@ -171,9 +171,6 @@ impl Guard {
     /// `check_blacklist($si)`.
     pub fn check_blacklist(&self, raw: &str) -> Verdict {
         bump(&self.data.counters.check_blacklist);
-        if self.cfg.test_hooks && raw == "sipguard-test-panic" {
-            panic!("test hook: deliberate panic");
-        }
         let v = self
             .answer(raw, "check_blacklist")
             .map(|a| a.verdict)
@@ -318,6 +315,10 @@ impl Guard {
     }
 
     fn answer(&self, raw: &str, func: &str) -> Option<SourceAnswer> {
+        // Every source check passes here (check_blacklist, get_countrycode, sipguard.check).
+        if self.cfg.test_hooks && raw == "sipguard-test-panic" {
+            panic!("test hook: deliberate panic");
+        }
         let mut local = self.lock_local();
         self.first_wait(&mut local);
         let ip = match addr::parse_source(raw) {

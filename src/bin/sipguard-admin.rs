@@ -60,8 +60,9 @@ enum Command {
         /// change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// A range that rows give different countries is left out (its addresses get no
-        /// country) and listed, instead of refusing the whole input.
+        /// Every row of a range that rows give different countries is left out (its
+        /// addresses answer what a wider range says, or no country) and listed, instead of
+        /// refusing the whole input.
         #[arg(long)]
         skip_conflicts: bool,
     },
@@ -287,7 +288,7 @@ fn print_summary(s: &import::Summary) {
     }
     if !s.conflicts.is_empty() {
         println!(
-            "{} ranges given different countries, left out (--skip-conflicts; their addresses get no country):",
+            "{} ranges given different countries, their rows left out (--skip-conflicts):",
             s.conflicts.len()
         );
         for c in s.conflicts.iter().take(10) {

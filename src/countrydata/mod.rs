@@ -57,9 +57,9 @@ pub struct Options {
     pub format: Option<Format>,
     /// Family of numeric addresses (`--family`), for files whose name does not say it.
     pub family: Option<Family>,
-    /// A range that rows give different countries (`--skip-conflicts`): leave every copy out
-    /// (its addresses get no country) and list it in [`CountryData::conflicts`], instead of
-    /// refusing the input. Public data has a few (3 of 550,668 rows in ip-location-db's
+    /// A range that rows give different countries (`--skip-conflicts`): leave every row of it
+    /// out (its addresses answer what a wider range says, or no country) and list it in
+    /// [`CountryData::conflicts`], instead of refusing the input. Public data has a few (3 of 550,668 rows in ip-location-db's
     /// geo-whois-asn-country of 2026-06).
     pub skip_conflicts: bool,
 }

@@ -85,6 +85,17 @@ user="cc$RANDOM"
 sg_options "$dir" 127.0.0.2 3.2.35.60 "$user" && sg_wait_log "$LOG" "SG-PASS user=$user " "cc=DE$" >/dev/null \
     && ok "after the failed import Kamailio still answers DE" || ko "after failed import" "no cc=DE"
 
+# 4b. A range that two rows give different countries: refused naming both lines, or with
+# --skip-conflicts (a dry run here) left out and listed while the other rows are read.
+{ echo "9.9.9.0,9.9.9.255,DE"; echo "8.8.8.0,8.8.8.255,US"; echo "9.9.9.0,9.9.9.255,FR"; } >"$dir/conflict.csv"
+out=$(admin import-countries "$dir/conflict.csv" 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q 'conflict.csv:3: the range 9.9.9.0 - 9.9.9.255 is FR here and DE at .*conflict.csv:1: .*--skip-conflicts' <<<"$out" \
+    && ok "a range given two countries refused with both lines, naming --skip-conflicts" || ko "conflict refused" "rc=$rc $out"
+out=$(admin import-countries --dry-run --skip-conflicts "$dir/conflict.csv" 2>&1); rc=$?
+[ $rc -eq 0 ] && grep -q '^IPv4: 1 ranges' <<<"$out" && grep -q '^1 ranges given different countries, their rows left out' <<<"$out" \
+    && grep -q '9.9.9.0 - 9.9.9.255: DE at .*conflict.csv:1, FR at .*conflict.csv:3' <<<"$out" \
+    && ok "--skip-conflicts leaves both rows out, lists them, reads the rest" || ko "--skip-conflicts" "rc=$rc $out"
+
 # 5. A second import while one holds the lock is refused.
 sg_sql -e "SELECT GET_LOCK('sipguard.import.kamailio', 0), SLEEP(4)" >/dev/null &
 holder=$!

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Hostile input through every string the shipped cfg passes to the module ($si via X-Src, $ua,
-# $fU), and a deliberate panic inside the module: Kamailio keeps serving, no Lua error storm, no
-# SQL, bounded logging.
+# Hostile input through every string the shipped configurations pass to the module ($si via
+# X-Src, $ua, $fU), and a deliberate panic inside the module, with kamailio/kamailio.cfg and with
+# kamailio/kamailio-kemi.cfg: Kamailio keeps serving, no Lua error storm, no SQL, bounded logging.
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 
@@ -10,10 +10,6 @@ sg_mariadb_start "$dir/db"
 sg_schema
 sg_load_country_csv "$SG_ROOT/tests/data/country-slice.csv"
 sg_sample_data
-mkdir -p "$dir/kam"
-sg_write_config "$dir/kam/sipguard.json" '"test_hooks": true'
-sg_kamailio_start "$dir/kam" "$SG_ROOT/kamailio/kamailio.cfg" -A SIMULATE_SOURCE || { echo "hostile: 0 passed, 1 failed"; exit 1; }
-LOG="$dir/kam/kamailio.log"
 
 # Each value goes in as source (X-Src), User-Agent and From user at once. No CR/LF/NUL (SIP
 # framing cannot carry them); everything else does, including bytes that are not UTF-8.
@@ -29,25 +25,31 @@ with open(sys.argv[1], "wb") as f:
         b = b.replace(b";", b",")
         f.write(b"X-Src: " + b + b";" + (b.replace(b" ", b"_") or b"x") + b";" + (b or b"x") + b";\n")
 PY
-n=$(($(wc -l <"$dir/hostile.csv") - 1))
-(cd "$dir" && timeout 60 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$dir/hostile.csv" \
-    -i 127.0.0.61 -p "$(sg_free_port)" -m "$n" -r 5 -nostdin -timeout 40 -trace_stat -stf "$dir/h.stat" >"$dir/h.out" 2>&1)
-answered=$(tail -1 "$dir/h.stat" | cut -d';' -f"$(head -1 "$dir/h.stat" | tr ';' '\n' | grep -n -x 'SuccessfulCall(C)' | cut -d: -f1)")
-[ "$answered" -eq "$n" ] && ok "every one of the $n hostile requests got its answer (junk is no address, no user, no scanner)" \
-    || ko "hostile requests answered" "$answered of $n"
-sg_options "$dir" 127.0.0.62 3.2.35.60 after-hostile && ok "Kamailio still serves after $n hostile requests" || ko "still serving" "no answer"
-errs=$(grep -c 'error from Lua' "$LOG")
-[ "$errs" -eq 0 ] && ok "no Lua error from any hostile value" || ko "Lua errors" "$errs lines"
-grep -qiE 'SQL syntax|You have an error in your SQL' "$LOG" "$dir/db/mysqld.log" && ko "no SQL error" "found one" || ok "no SQL error anywhere"
-bad=$(grep -c 'sipguard: .*not an IP address\|sipguard: .*too long\|sipguard: .*empty address' "$LOG")
-[ "$bad" -ge 1 ] && [ "$bad" -le 4 ] && ok "bad input logged, rate-limited: $bad line(s) for $n requests (2 workers)" || ko "rate limit" "$bad lines"
 
-# A panic inside the module: logged as an internal error, the request is still answered, and the
-# worker keeps serving.
-sg_options "$dir" 127.0.0.63 sipguard-test-panic panic && ok "a request whose check panics is still answered" || ko "panic request" "no answer"
-grep -q 'internal error (test hook: deliberate panic)' "$LOG" && ok "the panic is logged with its message" || ko "panic log" "no line"
-ok_after=0
-for i in 1 2 3 4; do sg_options "$dir" 127.0.0.63 3.2.35.60 "after-panic$i" && ok_after=$((ok_after + 1)); done
-[ "$ok_after" -eq 4 ] && ok "workers keep serving after the panic" || ko "after panic" "$ok_after of 4 answered"
-grep -qE 'SIGSEGV|SIGABRT|exited by a signal' "$LOG" && ko "no worker died" "$(grep -m1 -E 'SIGSEGV|SIGABRT|signal' "$LOG")" || ok "no worker died"
+for cfg_name in $(sg_configs); do
+    mkdir -p "$dir/kam-${cfg_name%.cfg}"
+    sg_write_config "$dir/kam-${cfg_name%.cfg}/sipguard.json" '"test_hooks": true'
+    sg_start_config "$cfg_name" -A SIMULATE_SOURCE || continue
+    LOG="$kam/kamailio.log"
+    n=$(($(wc -l <"$dir/hostile.csv") - 1))
+    (cd "$dir" && timeout 60 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$dir/hostile.csv" \
+        -i 127.0.0.61 -p "$(sg_free_port)" -m "$n" -r 5 -nostdin -timeout 40 -trace_stat -stf "$dir/h.stat" >"$dir/h.out" 2>&1)
+    answered=$(sg_sipp_stat "$dir/h.stat" 'SuccessfulCall(C)')
+    [ "$answered" -eq "$n" ] && ok "$cfg_name: every one of the $n hostile requests got its answer (junk is no address, no user, no scanner)" \
+        || ko "$cfg_name: hostile requests answered" "$answered of $n"
+    sg_options "$dir" 127.0.0.62 3.2.35.60 after-hostile && ok "$cfg_name: Kamailio still serves after $n hostile requests" || ko "$cfg_name: still serving" "no answer"
+    grep -qiE 'SQL syntax|You have an error in your SQL' "$LOG" "$dir/db/mysqld.log" && ko "$cfg_name: no SQL error" "found one" || ok "$cfg_name: no SQL error anywhere"
+    bad=$(grep -c 'sipguard: .*not an IP address\|sipguard: .*too long\|sipguard: .*empty address' "$LOG")
+    [ "$bad" -ge 1 ] && [ "$bad" -le 4 ] && ok "$cfg_name: bad input logged, rate-limited: $bad line(s) for $n requests (at most one per worker)" || ko "$cfg_name: rate limit" "$bad lines"
+
+    # A panic inside the module: logged as an internal error, the request is still answered, and the
+    # worker keeps serving.
+    sg_options "$dir" 127.0.0.63 sipguard-test-panic panic && ok "$cfg_name: a request whose check panics is still answered" || ko "$cfg_name: panic request" "no answer"
+    grep -q 'internal error (test hook: deliberate panic)' "$LOG" && ok "$cfg_name: the panic is logged with its message" || ko "$cfg_name: panic log" "no line"
+    ok_after=0
+    for i in 1 2 3 4; do sg_options "$dir" 127.0.0.63 3.2.35.60 "after-panic$i" && ok_after=$((ok_after + 1)); done
+    [ "$ok_after" -eq 4 ] && ok "$cfg_name: workers keep serving after the panic" || ko "$cfg_name: after panic" "$ok_after of 4 answered"
+    sg_assert_clean_log "$cfg_name" "$LOG"
+    sg_kamailio_stop "$kam"
+done
 sg_suite_end

@@ -42,10 +42,8 @@ sg_mariadb_start "$dir/db" "$port" >/dev/null 2>&1; echo "t=11s MariaDB restarte
 sg_sql -e "INSERT INTO black_list (ip, detail) VALUES ('203.0.113.0/24', 'added while the workers were cut off')"
 wait $c $l
 
-col() { head -1 "$dir/$1.stat" | tr ';' '\n' | grep -n -x "$2" | cut -d: -f1; }
-get() { tail -1 "$dir/$1.stat" | cut -d';' -f"$(col "$1" "$2")"; }
-c_ok=$(get clean 'SuccessfulCall(C)'); c_fail=$(get clean 'FailedCall(C)')
-l_ok=$(get listed 'SuccessfulCall(C)'); l_fail=$(get listed 'FailedCall(C)')
+c_ok=$(sg_sipp_stat "$dir/clean.stat" 'SuccessfulCall(C)'); c_fail=$(sg_sipp_stat "$dir/clean.stat" 'FailedCall(C)')
+l_ok=$(sg_sipp_stat "$dir/listed.stat" 'SuccessfulCall(C)'); l_fail=$(sg_sipp_stat "$dir/listed.stat" 'FailedCall(C)')
 echo "clean:  sent $((c_ok + c_fail)), answered $c_ok, not answered $c_fail"
 echo "listed: sent $((l_ok + l_fail)), dropped $l_fail, wrongly answered $l_ok"
 # Answer times of the clean requests (sipp's rtd, 1 ms resolution) across the whole outage.

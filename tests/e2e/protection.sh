@@ -28,18 +28,10 @@ SG_REPORT=check
 
 # Each configuration gets its own Kamailio (fresh htables, pike and registrations) on the same
 # database; the first is stopped before the second starts.
-for cfg_name in ${SG_CONFIGS:-kamailio.cfg kamailio-kemi.cfg}; do
-    kam="$dir/kam-${cfg_name%.cfg}"
-    if ! sg_kamailio_start "$kam" "$SG_ROOT/kamailio/$cfg_name" -A SIMULATE_SOURCE -A WITH_DECISION_LOG; then
-        ko "kamailio/$cfg_name starts" "see the log above"
-        continue
-    fi
+for cfg_name in $(sg_configs); do
+    sg_start_config "$cfg_name" -A SIMULATE_SOURCE -A WITH_DECISION_LOG || continue
     sg_scenarios "$dir" "$kam"
-    if grep -qE 'error from Lua|SIGSEGV|segfault|ERROR: app_lua' "$kam/kamailio.log"; then
-        ko "$cfg_name: no Lua errors or crashes in the log" "$(grep -m3 -E 'error from Lua|SIGSEGV|segfault|ERROR: app_lua' "$kam/kamailio.log")"
-    else
-        ok "$cfg_name: no Lua errors or crashes in the log"
-    fi
+    sg_assert_clean_log "$cfg_name" "$kam/kamailio.log"
     sg_kamailio_stop "$kam"
 done
 sg_suite_end

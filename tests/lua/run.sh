@@ -28,7 +28,10 @@ for variant in "lua5.1 $SG_ROOT/target/release/libsipguard.so" \
                "lua5.4 $(sg_build_lua lua54)" "luajit $(sg_build_lua luajit)"; do
     read -r lua so <<<"$variant"
     echo "== $lua ($so)"
-    cpath=$(sg_cpath_dir "$dir/$lua" "$so")
+    if ! cpath=$(sg_cpath_dir "$dir/$lua" "$so"); then
+        echo "FAIL $lua: the module for it did not build"; echo "lua-build: 0 passed, 1 failed"
+        status=1; continue
+    fi
     LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/sipguard.json" "$lua" "$SG_ROOT/tests/lua/test_sipguard.lua" "$SG_ROOT" || status=1
 
     # A broken config must stop the script at load with a message naming the field.
