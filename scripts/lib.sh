@@ -363,6 +363,18 @@ sg_start_config() {
     ko "kamailio/$name starts" "see the log above"
     return 1
 }
+# sg_warm KAMDIR N: OPTIONS from a clean simulated source until N workers of the Kamailio in
+# KAMDIR have logged their country load (each worker loads at its first request; with the full
+# data that takes longer than a first request waits), at most 40 requests. Returns 1 if not.
+sg_warm() {
+    local i
+    for i in $(seq 1 40); do
+        sg_options "$dir" 127.0.0.2 "3.2.35.$i" warm >/dev/null
+        [ "$(grep -c 'country ranges loaded' "$1/kamailio.log")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
 # sg_assert_clean_log NAME LOG: passes when LOG has no Lua error (a script that raised, a KSR
 # call refused) and no crash. (app_lua's own "p1 too long" for a lua_run argument over 1 KB is
 # Kamailio refusing the call before any Lua runs: not counted.)

@@ -61,12 +61,7 @@ for cfg_name in $(sg_configs); do
         sg_kamailio_stop "$kam"
         continue
     fi
-    # Warm every worker (each loads at its first request), then wait for all of them.
-    for i in $(seq 1 40); do
-        sg_options "$dir" 127.0.0.2 "3.2.35.$i" warm >/dev/null
-        [ "$(grep -c 'country ranges loaded' "$log")" -ge "$n" ] && break
-    done
-    [ "$(grep -c 'country ranges loaded' "$log")" -ge "$n" ] || ko "$cfg_name: warm-up" "$(grep -c 'country ranges loaded' "$log") of $n workers loaded"
+    sg_warm "$kam" "$n" || ko "$cfg_name: warm-up" "$(grep -c 'country ranges loaded' "$log") of $n workers loaded"
     before=$(sample); conns0=$(mysql_conns); loads0=$(grep -c 'loaded: ' "$log"); runs0=$(wc -l <"$runs")
 
     run_sipp clean "$dir/clean.csv" 200 127.0.0.2 &
