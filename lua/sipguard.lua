@@ -12,7 +12,8 @@
 local sipguard = require "sipguard"
 
 -- Parses the config file ($SIPGUARD_CONFIG, default /etc/kamailio/sipguard.json). A broken
--- config raises here, so Kamailio refuses to start and says which field is wrong.
+-- config raises here, so Kamailio refuses to start and says which field is wrong. (At an
+-- app_lua.reload init() keeps the config in force and says once what it did not apply.)
 local ok, err = sipguard.init()
 if not ok then
     error(err, 0)

@@ -165,6 +165,46 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// The settings that differ between `self` (running) and `other` (as read again), by their
+    /// names in the file: what an `app_lua.reload` cannot apply to a running worker.
+    pub fn changed_fields(&self, other: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |name, same: bool| {
+            if !same {
+                out.push(name);
+            }
+        };
+        check("db_url", self.db_url == other.db_url);
+        check(
+            "query_timeout_ms",
+            self.query_timeout_ms == other.query_timeout_ms,
+        );
+        check(
+            "load_timeout_ms",
+            self.load_timeout_ms == other.load_timeout_ms,
+        );
+        check("refresh_secs", self.refresh_secs == other.refresh_secs);
+        check("cache_size", self.cache_size == other.cache_size);
+        check(
+            "cache_ttl_secs",
+            self.cache_ttl_secs == other.cache_ttl_secs,
+        );
+        check("on_no_data", self.on_no_data == other.on_no_data);
+        check("country", self.country == other.country);
+        check(
+            "log_interval_secs",
+            self.log_interval_secs == other.log_interval_secs,
+        );
+        check(
+            "scanner_user_agents",
+            self.scanner_user_agents == other.scanner_user_agents,
+        );
+        check("stats_dir", self.stats_dir == other.stats_dir);
+        check("snapshot_dir", self.snapshot_dir == other.snapshot_dir);
+        check("test_hooks", self.test_hooks == other.test_hooks);
+        out
+    }
+
     /// Things in a usable config the operator should still fix: today, a file that other users
     /// can read while `db_url` holds a password.
     pub fn warnings(&self, path: &Path) -> Vec<String> {
@@ -300,6 +340,21 @@ mod tests {
             assert!(msg.contains(field), "{text} -> {msg}");
             assert!(msg.contains("test.json"), "{msg}");
         }
+    }
+
+    #[test]
+    fn changed_fields_names_what_a_reload_cannot_apply() {
+        let a = Config::parse(r#"{"db_url": "mysql://u:p@h/db"}"#, Path::new("a")).unwrap();
+        assert!(a.changed_fields(&a.clone()).is_empty());
+        let b = Config::parse(
+            r#"{"db_url": "mysql://u:p@h/other", "refresh_secs": 5, "scanner_user_agents": []}"#,
+            Path::new("b"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.changed_fields(&b),
+            ["db_url", "refresh_secs", "scanner_user_agents"]
+        );
     }
 
     #[test]

@@ -74,31 +74,61 @@ unsafe fn answer(l: *mut ffi::lua_State, values: &[&'static str]) -> c_int {
 /// this process. Returns `true`, or `nil, message`: the Lua file raises that message as a plain
 /// string, since app_lua prints a Rust error object only as "unknown".
 /// A third value lists warnings (e.g. a world-readable file holding a password); they are also
-/// logged, at `warn`, by this process's next check call (through the logger).
+/// logged, at `warn`, by this process's next check call (through the logger), once.
+///
+/// Run again (`kamcmd app_lua.reload` re-runs the script in every worker), it never changes a
+/// running worker silently and never makes the script raise: a config that now differs is named
+/// in one warning ("restart Kamailio to apply"), a broken one is reported once and the config
+/// in force is kept. Only a process that has no config yet (Kamailio starting) gets `nil`.
 fn init(lua: &Lua, path: Option<String>) -> LuaResult<(Option<bool>, Option<String>, LuaTable)> {
     let path = path
         .map(std::path::PathBuf::from)
         .unwrap_or_else(Config::env_path);
-    let warnings = lua.create_table()?;
-    match Config::load(&path) {
+    let kept = CONFIG.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+    let mut notes = Vec::new();
+    let (ok, err) = match Config::load(&path) {
         Ok(cfg) => {
-            let found = cfg.warnings(&path);
-            for (i, w) in found.iter().enumerate() {
-                warnings.raw_set(i + 1, format!("sipguard: {w}"))?;
+            notes.extend(cfg.warnings(&path));
+            match process::running_config() {
+                Some(running) => {
+                    let changed = running.changed_fields(&cfg);
+                    if !changed.is_empty() {
+                        notes.push(format!(
+                            "{} changed in {}: restart Kamailio to apply (this worker keeps the settings it started with)",
+                            changed.join(", "),
+                            path.display()
+                        ));
+                    }
+                }
+                // No guard yet in this process: the new config applies at its first check.
+                None => *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(cfg)),
             }
-            // Each app_lua.reload runs `init` again: the same warnings are not logged again.
-            let mut last = LAST_WARNINGS.lock().unwrap_or_else(|p| p.into_inner());
-            if *last != found {
-                last.clone_from(&found);
-                let any = !found.is_empty();
-                // The list first, then the flag that makes a call take it.
-                *PENDING_WARNINGS.lock().unwrap_or_else(|p| p.into_inner()) = found;
-                HAS_PENDING_WARNINGS.store(any, Ordering::Release);
-            }
-            *CONFIG.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(cfg));
-            Ok((Some(true), None, warnings))
+            (Some(true), None)
         }
-        Err(e) => Ok((None, Some(e.to_string()), warnings)),
+        Err(e) if kept => {
+            notes.push(format!("{e}; keeping the config in force"));
+            (Some(true), None)
+        }
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let warnings = lua.create_table()?;
+    for (i, w) in notes.iter().enumerate() {
+        warnings.raw_set(i + 1, format!("sipguard: {w}"))?;
+    }
+    log_once(notes);
+    Ok((ok, err, warnings))
+}
+
+/// Queues `notes` for the next check call unless they are what the previous `init` of this
+/// process queued: each app_lua.reload runs `init` again, and says nothing new.
+fn log_once(notes: Vec<String>) {
+    let mut last = LAST_WARNINGS.lock().unwrap_or_else(|p| p.into_inner());
+    if *last != notes {
+        last.clone_from(&notes);
+        let any = !notes.is_empty();
+        // The list first, then the flag that makes a call take it.
+        *PENDING_WARNINGS.lock().unwrap_or_else(|p| p.into_inner()) = notes;
+        HAS_PENDING_WARNINGS.store(any, Ordering::Release);
     }
 }
 

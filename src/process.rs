@@ -389,6 +389,17 @@ fn fork_generation() -> u64 {
     }
 }
 
+/// The config of this process's guard, if this process has built one (its first check call):
+/// from then on its settings are in force and a config read again cannot change them.
+pub fn running_config() -> Option<Arc<Config>> {
+    let generation = fork_generation();
+    let slot = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    match slot.as_ref() {
+        Some((g_at, g)) if *g_at == generation => Some(g.cfg.clone()),
+        _ => None,
+    }
+}
+
 /// This process's guard; on first use (in this process) started with the config `cfg` gives,
 /// which is asked for only then.
 ///

@@ -111,6 +111,38 @@ for cfg_name in $(sg_configs); do
     warned=$(grep -c 'WARNING: .*sipguard: .*sipguard.json is readable by every user' "$log")
     [ "$warned" = "$n" ] && ok "$cfg_name: the config warning logged once per worker ($warned), not at every reload" \
         || ko "$cfg_name: config warning" "logged $warned times for $n workers"
+
+    # An edited config at a reload: named once per worker, not applied (the running patterns
+    # still drop friendly-scanner). A broken one: reported once per worker, the config in force
+    # kept, the script does not raise, so nothing is logged per request.
+    burst() {   # 100 clean requests, enough for every worker to run the reloaded script
+        (cd "$dir" && timeout 30 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$dir/clean.csv" \
+            -i 127.0.0.2 -p "$(sg_free_port)" -r 100 -m 100 -nostdin -timeout 20 -trace_stat -stf "$dir/burst.stat" >/dev/null 2>&1)
+        sg_sipp_stat "$dir/burst.stat" 'SuccessfulCall(C)'
+    }
+    python3 - "$kam/sipguard.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["refresh_secs"], c["scanner_user_agents"] = 2, ["opscanner"]
+json.dump(c, open(sys.argv[1], "w"))
+PY
+    kamcmd -s "unix:$kam/kamailio_ctl" app_lua.reload >/dev/null 2>&1
+    answered=$(burst)
+    changed=$(grep -c 'refresh_secs, scanner_user_agents changed in .*: restart Kamailio to apply' "$log")
+    [ "$answered" = 100 ] && [ "$changed" = "$n" ] \
+        && ok "$cfg_name: an edited config at reload is named once per worker ($changed), 100 of 100 answered" \
+        || ko "$cfg_name: edited config" "$changed lines for $n workers, $answered of 100 answered"
+    sg_options "$dir" 127.0.0.4 3.2.35.60 probe friendly-scanner && ko "$cfg_name: running settings kept" "friendly-scanner answered" \
+        || ok "$cfg_name: the running settings stay in force (friendly-scanner still dropped)"
+    echo '{"db_url": "mysql://' >"$kam/sipguard.json"
+    kamcmd -s "unix:$kam/kamailio_ctl" app_lua.reload >/dev/null 2>&1
+    errs0=$(grep -cE 'error from Lua|failed to load|ERROR: app_lua' "$log")
+    answered=$(burst); answered2=$(burst)
+    broken=$(grep -c 'keeping the config in force' "$log")
+    errs=$(grep -cE 'error from Lua|failed to load|ERROR: app_lua' "$log")
+    [ "$answered" = 100 ] && [ "$answered2" = 100 ] && [ "$broken" = "$n" ] && [ "$errs" = 0 ] \
+        && ok "$cfg_name: a broken config at reload: reported once per worker ($broken), no Lua error, 200 of 200 answered" \
+        || ko "$cfg_name: broken config" "$broken reports for $n workers, $errs error lines ($errs0 after the reload), $answered + $answered2 of 200 answered"
     sg_assert_clean_log "$cfg_name" "$log"
     sg_kamailio_stop "$kam"
 done
