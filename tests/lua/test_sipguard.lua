@@ -130,5 +130,34 @@ for _, l in ipairs(logs) do
 end
 check("bad input is logged, rate-limited to one line", bad_lines, 1)
 
+-- init() run again, as app_lua.reload does, in a process whose guard runs: a changed config
+-- is named and not applied, a broken one is reported and kept out; neither makes it fail.
+local function write(text)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w")); f:write(text); f:close()
+    return path
+end
+local function joined(t) return table.concat(t or {}, " | ") end
+local running = assert(io.open(os.getenv("SIPGUARD_CONFIG"))):read("*a")
+local edited = write((running:gsub('"refresh_secs": %d+', '"refresh_secs": 7')))
+local ok_e, err_e, warn_e = sg.init(edited)
+check("init again, edited config: true, no error", tostring(ok_e) .. "/" .. tostring(err_e), "true/nil")
+check("init again, edited config: the change is named",
+    joined(warn_e):find("refresh_secs changed in " .. edited .. ": restart Kamailio to apply", 1, true) ~= nil, true)
+local broken = write('{"db_url": ')
+local ok_b, err_b, warn_b = sg.init(broken)
+check("init again, broken config: true, no error", tostring(ok_b) .. "/" .. tostring(err_b), "true/nil")
+check("init again, broken config: kept out, said so",
+    joined(warn_b):find("keeping the config in force", 1, true) ~= nil, true)
+logs = {}
+sg.check_blacklist("192.0.2.1")
+check("the broken config's warning is logged at the next check", joined(logs):find("keeping the config in force", 1, true) ~= nil, true)
+logs = {}
+sg.init(broken)
+sg.check_blacklist("192.0.2.1")
+check("the same warning is not logged again", joined(logs):find("keeping the config in force", 1, true), nil)
+check("decisions unchanged after the reloads", (sg.check_blacklist("203.0.113.9")), "black")
+os.remove(edited); os.remove(broken)
+
 print(string.format("lua: %d passed, %d failed", passed, failed))
 os.exit(failed == 0 and 0 or 1)
