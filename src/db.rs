@@ -188,6 +188,12 @@ pub struct Generations {
     pub lists: u64,
     /// Bumped by country imports and `reload`.
     pub countries: u64,
+    /// The `lists` row is missing (a TRUNCATE, a partial restore): `lists` reads 0 and cannot
+    /// tell a change, so the lists are re-read every round until a trigger or `reload` puts
+    /// the row back.
+    pub lists_missing: bool,
+    /// The `countries` row is missing; imports are still seen through the tables' own marker.
+    pub countries_missing: bool,
 }
 
 /// Reads `sipguard_generation`; `None` on a database without it (then every round re-reads).
@@ -203,10 +209,12 @@ pub async fn generations(conn: &mut Conn, limit: Duration) -> Result<Option<Gene
         Err(e) if e.is_missing_table() => return Ok(None),
         Err(e) => return Err(e),
     };
-    let get = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.1).unwrap_or(0);
+    let get = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.1);
     Ok(Some(Generations {
-        lists: get("lists"),
-        countries: get("countries"),
+        lists: get("lists").unwrap_or(0),
+        countries: get("countries").unwrap_or(0),
+        lists_missing: get("lists").is_none(),
+        countries_missing: get("countries").is_none(),
     }))
 }
 

@@ -436,6 +436,8 @@ mod loader {
         countries_generation: Option<u64>,
         /// Missing list tables are reported once, not every round.
         reported_missing: bool,
+        /// A missing `sipguard_generation` row is reported once, until it is back.
+        reported_missing_generation: bool,
         /// The local snapshot is consulted once, when the database fails before any load.
         snapshot_tried: bool,
         /// A snapshot write failure is reported once.
@@ -663,8 +665,16 @@ mod loader {
         // Generations first, data second: a change between the two is seen again next round.
         let gens = db::generations(conn, cfg.query_timeout()).await?;
         bump(&data.counters.db_queries);
+        let rows_missing = gens.is_some_and(|g| g.lists_missing || g.countries_missing);
+        if rows_missing && !round.reported_missing_generation {
+            data.logs.push(
+                Level::Warn,
+                "sipguard_generation has lost a row (lists or countries): re-reading the lists every round until a list change or `sipguard-admin reload` puts it back".to_string(),
+            );
+        }
+        round.reported_missing_generation = rows_missing;
         let lists_due = round.last_lists.is_none()
-            || gens.is_none()
+            || gens.is_none_or(|g| g.lists_missing)
             || gens.map(|g| g.lists) != round.lists_generation;
         if lists_due {
             load_lists(cfg, data, round, conn).await?;

@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS `black_list_ua` (
 -- Ours: change counters. Every Kamailio worker polls this one small table each refresh_secs
 -- and reloads only what changed, so a change made with sipguard-admin *or with plain SQL*
 -- reaches every worker of every node within the refresh interval, without a restart and without
--- re-reading unchanged lists. The triggers below keep `lists` current; `countries` is bumped by
+-- re-reading unchanged lists. The triggers below keep `lists` current (and put the row back if
+-- it was deleted; replaced on every apply of this file, so older databases get them too); `countries` is bumped by
 -- `sipguard-admin import-countries` and `reload` (raw edits of ipcountry are also noticed through
 -- information_schema's UPDATE_TIME).
 CREATE TABLE IF NOT EXISTS `sipguard_generation` (
@@ -90,18 +91,33 @@ CREATE TABLE IF NOT EXISTS `sipguard_generation` (
 ) ENGINE=InnoDB;
 INSERT IGNORE INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1), ('countries', 1);
 
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_ai` AFTER INSERT ON `black_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_au` AFTER UPDATE ON `black_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_ad` AFTER DELETE ON `black_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_white_list_ai` AFTER INSERT ON `white_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_white_list_au` AFTER UPDATE ON `white_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_white_list_ad` AFTER DELETE ON `white_list` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_country_ai` AFTER INSERT ON `black_list_country` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_country_au` AFTER UPDATE ON `black_list_country` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_country_ad` AFTER DELETE ON `black_list_country` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_user_ai` AFTER INSERT ON `black_list_user` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_user_au` AFTER UPDATE ON `black_list_user` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_user_ad` AFTER DELETE ON `black_list_user` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_ua_ai` AFTER INSERT ON `black_list_ua` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_ua_au` AFTER UPDATE ON `black_list_ua` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
-CREATE TRIGGER IF NOT EXISTS `sg_black_list_ua_ad` AFTER DELETE ON `black_list_ua` FOR EACH ROW UPDATE `sipguard_generation` SET `gen` = `gen` + 1 WHERE `name` = 'lists';
+DROP TRIGGER IF EXISTS `sg_black_list_ai`;
+CREATE TRIGGER `sg_black_list_ai` AFTER INSERT ON `black_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_au`;
+CREATE TRIGGER `sg_black_list_au` AFTER UPDATE ON `black_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_ad`;
+CREATE TRIGGER `sg_black_list_ad` AFTER DELETE ON `black_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_white_list_ai`;
+CREATE TRIGGER `sg_white_list_ai` AFTER INSERT ON `white_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_white_list_au`;
+CREATE TRIGGER `sg_white_list_au` AFTER UPDATE ON `white_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_white_list_ad`;
+CREATE TRIGGER `sg_white_list_ad` AFTER DELETE ON `white_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_country_ai`;
+CREATE TRIGGER `sg_black_list_country_ai` AFTER INSERT ON `black_list_country` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_country_au`;
+CREATE TRIGGER `sg_black_list_country_au` AFTER UPDATE ON `black_list_country` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_country_ad`;
+CREATE TRIGGER `sg_black_list_country_ad` AFTER DELETE ON `black_list_country` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_user_ai`;
+CREATE TRIGGER `sg_black_list_user_ai` AFTER INSERT ON `black_list_user` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_user_au`;
+CREATE TRIGGER `sg_black_list_user_au` AFTER UPDATE ON `black_list_user` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_user_ad`;
+CREATE TRIGGER `sg_black_list_user_ad` AFTER DELETE ON `black_list_user` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_ua_ai`;
+CREATE TRIGGER `sg_black_list_ua_ai` AFTER INSERT ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_ua_au`;
+CREATE TRIGGER `sg_black_list_ua_au` AFTER UPDATE ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+DROP TRIGGER IF EXISTS `sg_black_list_ua_ad`;
+CREATE TRIGGER `sg_black_list_ua_ad` AFTER DELETE ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;

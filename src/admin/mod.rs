@@ -53,8 +53,9 @@ pub(crate) fn sql(what: &'static str) -> impl Fn(mysql_async::Error) -> AdminErr
     move |source| AdminError::Db(DbError::Mysql { what, source })
 }
 
-/// Bumps `sipguard_generation` rows so every worker reloads them on its next round.
-/// Returns the new values; a database without the table answers `None`.
+/// Bumps `sipguard_generation` rows so every worker reloads them on its next round, putting
+/// back a row that was deleted. Returns the new values; a database without the table answers
+/// `None`.
 pub async fn bump_generations(
     conn: &mut mysql_async::Conn,
     names: &[&str],
@@ -63,7 +64,8 @@ pub async fn bump_generations(
     for name in names {
         let r = conn
             .exec_drop(
-                "UPDATE sipguard_generation SET gen = gen + 1 WHERE name = ?",
+                "INSERT INTO sipguard_generation (name, gen) VALUES (?, 1) \
+                 ON DUPLICATE KEY UPDATE gen = gen + 1",
                 (name,),
             )
             .await

@@ -75,6 +75,23 @@ out=$(admin black remove 192.0.2.77 2>&1); rc=$?
 [ $rc -eq 3 ] && ok "removing what is not listed: exit 3" || ko "remove missing" "rc=$rc $out"
 out=$(admin black list --format json); grep -q '"198.51.100.0/24"' <<<"$out" && ok "black list shows the raw SQL row" || ko "black list" "$out"
 
+# 3b. sipguard_generation emptied (a TRUNCATE, a partial restore): the workers say so once and
+# re-read the lists every round, so a change no trigger reports (TRUNCATE of a list table) still
+# reaches them; `reload` (and any list change, through the triggers) puts the rows back.
+sg_sql -e "TRUNCATE sipguard_generation"
+line=$(until_log 'sipguard_generation has lost a row') && ok "a lost sipguard_generation row is logged: ${line##*sipguard: }" || ko "lost row logged" "no line"
+T0=$(date +%s.%N); sg_sql -e "TRUNCATE black_list"
+t=$(until_state answered 127.0.0.2 198.51.100.6) && within_bound "$t" && ok "with the row lost, TRUNCATE black_list (no trigger) reaches the workers after ${t} s" \
+    || ko "lists re-read without the row" "${t:-198.51.100.6 still dropped}"
+n=$(grep -c 'sipguard_generation has lost a row' "$LOG")
+[ "$n" -ge 1 ] && [ "$n" -le 2 ] && ok "said once per worker ($n lines for 2 workers)" || ko "once per worker" "$n lines"
+admin reload >/dev/null
+[ "$(sg_sql -N -e "SELECT COUNT(*) FROM sipguard_generation")" = 2 ] && ok "reload puts both rows back" || ko "reload rows" "$(sg_sql -N -e "SELECT * FROM sipguard_generation")"
+sg_sql -e "DELETE FROM sipguard_generation WHERE name = 'lists'; INSERT INTO black_list (ip, detail) VALUES ('198.51.100.0/24', 'raw SQL, no tool')"
+[ "$(sg_sql -N -e "SELECT gen FROM sipguard_generation WHERE name = 'lists'")" = 1 ] && ok "a list change puts the lists row back (trigger)" || ko "trigger row" "none"
+T0=$(date +%s.%N)
+t=$(until_state dropped 127.0.0.2 198.51.100.6) && within_bound "$t" && ok "and the change is enforced after ${t} s" || ko "enforced after trigger" "${t:-not dropped}"
+
 # 4. A bad line stops the import and leaves the previous data serving.
 { echo "9.9.9.0,9.9.9.255,ZZ"; echo "8.8.8.0,8.8.8.255,US"; echo "8.8.9.0,8.8.8.255,US"; } >"$dir/bad.csv"
 out=$(admin import-countries "$dir/bad.csv" 2>&1); rc=$?
