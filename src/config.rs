@@ -64,8 +64,10 @@ pub struct Config {
     /// the database is down enforces them; `null` turns it off.
     #[serde(default = "defaults::snapshot_dir")]
     pub snapshot_dir: Option<PathBuf>,
-    /// Tests only: a source of `"sipguard-test-panic"` (any source check) panics inside the module, to prove a
-    /// panic never reaches Lua or the worker. Never enable in production.
+    /// Tests only: a source of `"sipguard-test-panic"` (any source check) panics inside the
+    /// module, and a `black_list` row whose detail is `sipguard-test-loader-panic` panics the
+    /// loader's round, to prove a panic never reaches Lua, the worker or the loader's next
+    /// round. Never enable in production.
     #[serde(default)]
     pub test_hooks: bool,
 }

@@ -188,7 +188,8 @@ pub struct Generations {
     pub lists: u64,
     /// Bumped by country imports and `reload`.
     pub countries: u64,
-    /// The `lists` row is missing (a TRUNCATE, a partial restore): `lists` reads 0 and cannot
+    /// The `lists` row is missing (a TRUNCATE, a partial restore) or holds no counter (NULL,
+    /// negative): `lists` reads 0 and cannot
     /// tell a change, so the lists are re-read every round until a trigger or `reload` puts
     /// the row back.
     pub lists_missing: bool,
@@ -198,7 +199,7 @@ pub struct Generations {
 
 /// Reads `sipguard_generation`; `None` on a database without it (then every round re-reads).
 pub async fn generations(conn: &mut Conn, limit: Duration) -> Result<Option<Generations>, DbError> {
-    let res: Result<Vec<(String, u64)>, _> = bounded(
+    let res: Result<Vec<Row>, _> = bounded(
         "sipguard_generation",
         limit,
         conn.query("SELECT name, gen FROM sipguard_generation"),
@@ -209,6 +210,12 @@ pub async fn generations(conn: &mut Conn, limit: Duration) -> Result<Option<Gene
         Err(e) if e.is_missing_table() => return Ok(None),
         Err(e) => return Err(e),
     };
+    // Checked conversion: a hand-made migration can leave a NULL or negative counter, which
+    // the driver's plain conversion answers with a panic. Such a row counts as missing.
+    let rows: Vec<(String, u64)> = rows
+        .into_iter()
+        .filter_map(|r| mysql_async::from_row_opt::<(String, u64)>(r).ok())
+        .collect();
     let get = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.1);
     Ok(Some(Generations {
         lists: get("lists").unwrap_or(0),

@@ -484,7 +484,42 @@ mod loader {
             let mut stats_failed = false;
             loop {
                 bump(&data.counters.db_rounds);
-                let result = refresh(&cfg, &data, &mut round).await;
+                // The round runs as its own task, so a panic in it (a driver conversion, a
+                // bug) ends that round only: the loader logs it and goes on from a fresh state
+                // (reconnect, reload everything) instead of freezing this worker's data.
+                let task = tokio::spawn({
+                    let (cfg, data) = (cfg.clone(), data.clone());
+                    let mut r = std::mem::take(&mut round);
+                    async move {
+                        let result = refresh(&cfg, &data, &mut r).await;
+                        (r, result)
+                    }
+                });
+                let result = match task.await {
+                    Ok((r, result)) => {
+                        round = r;
+                        result
+                    }
+                    Err(e) => {
+                        let why = e
+                            .try_into_panic()
+                            .ok()
+                            .and_then(|p| {
+                                p.downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| p.downcast_ref::<String>().cloned())
+                            })
+                            .unwrap_or_else(|| "cancelled".into());
+                        bump(&data.counters.loader_panics);
+                        data.logs.push(
+                            Level::Err,
+                            format!("internal error in a refresh round ({why}); starting over next round"),
+                        );
+                        round = Round::default();
+                        round.snapshot_tried = true;
+                        Ok(())
+                    }
+                };
                 report(&cfg, &data, &mut round, result);
                 data.first_attempt_done();
                 if let Some(dir) = &cfg.stats_dir {
@@ -669,7 +704,7 @@ mod loader {
         if rows_missing && !round.reported_missing_generation {
             data.logs.push(
                 Level::Warn,
-                "sipguard_generation has lost a row (lists or countries): re-reading the lists every round until a list change or `sipguard-admin reload` puts it back".to_string(),
+                "sipguard_generation has lost a row (lists or countries), or holds a value that is no counter: re-reading the lists every round until a list change or `sipguard-admin reload` puts it back".to_string(),
             );
         }
         round.reported_missing_generation = rows_missing;
@@ -704,6 +739,15 @@ mod loader {
     ) -> Result<(), db::DbError> {
         let tables = db::load_lists(conn, cfg.query_timeout()).await?;
         data.counters.db_queries.fetch_add(5, Ordering::Relaxed);
+        if cfg.test_hooks
+            && tables
+                .rows
+                .black
+                .iter()
+                .any(|r| r.detail == "sipguard-test-loader-panic")
+        {
+            panic!("test hook: deliberate loader panic");
+        }
         if !tables.missing.is_empty() && !round.reported_missing {
             round.reported_missing = true;
             data.logs.push(

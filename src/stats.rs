@@ -51,6 +51,7 @@ counters! {
     db_queries: "Queries sent.",
     db_errors: "Rounds that failed on a database error.",
     db_timeouts: "Rounds that failed on a deadline.",
+    loader_panics: "Refresh rounds that ended in an internal error (a panic, caught).",
     list_loads: "Times the lists were (re)built.",
     country_loads: "Times the country ranges were (re)built.",
 }

@@ -92,6 +92,14 @@ sg_sql -e "DELETE FROM sipguard_generation WHERE name = 'lists'; INSERT INTO bla
 T0=$(date +%s.%N)
 t=$(until_state dropped 127.0.0.2 198.51.100.6) && within_bound "$t" && ok "and the change is enforced after ${t} s" || ko "enforced after trigger" "${t:-not dropped}"
 
+# 3c. A counter that is no counter (a hand-made migration: NULL) is read as a lost row, not a
+# panic that would end the workers' loaders: list changes keep reaching them.
+sg_sql -e "ALTER TABLE sipguard_generation MODIFY gen bigint NULL; UPDATE sipguard_generation SET gen = NULL WHERE name = 'lists'"
+T0=$(date +%s.%N); sg_sql -e "INSERT INTO black_list (ip, detail) VALUES ('192.0.2.210', 'with a NULL counter')"
+t=$(until_state dropped 127.0.0.2 192.0.2.210) && within_bound "$t" && ok "a NULL lists counter: a new row is still enforced after ${t} s" || ko "NULL counter" "${t:-not dropped}"
+sg_sql -e "UPDATE sipguard_generation SET gen = 100 WHERE name = 'lists'; ALTER TABLE sipguard_generation MODIFY gen bigint unsigned NOT NULL DEFAULT 0;
+           DELETE FROM black_list WHERE ip = '192.0.2.210'"
+
 # 4. A bad line stops the import and leaves the previous data serving.
 { echo "9.9.9.0,9.9.9.255,ZZ"; echo "8.8.8.0,8.8.8.255,US"; echo "8.8.9.0,8.8.8.255,US"; } >"$dir/bad.csv"
 out=$(admin import-countries "$dir/bad.csv" 2>&1); rc=$?

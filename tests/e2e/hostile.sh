@@ -49,6 +49,27 @@ for cfg_name in $(sg_configs); do
     ok_after=0
     for i in 1 2 3 4; do sg_options "$dir" 127.0.0.63 3.2.35.60 "after-panic$i" && ok_after=$((ok_after + 1)); done
     [ "$ok_after" -eq 4 ] && ok "$cfg_name: workers keep serving after the panic" || ko "$cfg_name: after panic" "$ok_after of 4 answered"
+
+    # A panic in the loader's round (test hook: a black_list row with that detail) is logged,
+    # and the loader goes on: once the row is gone, a new entry is enforced.
+    sg_sql -e "INSERT INTO black_list (ip, detail) VALUES ('192.0.2.201', 'sipguard-test-loader-panic')"
+    seen=""
+    for i in $(seq 1 25); do
+        sg_options "$dir" 127.0.0.64 3.2.35.60 "flush$i" >/dev/null
+        seen=$(grep -m1 'internal error in a refresh round (test hook: deliberate loader panic)' "$LOG") && break
+        sleep 0.2
+    done
+    [ -n "$seen" ] && ok "$cfg_name: a panic in the loader's round is logged" || ko "$cfg_name: loader panic" "no line"
+    sg_sql -e "DELETE FROM black_list WHERE detail = 'sipguard-test-loader-panic';
+               INSERT INTO black_list (ip, detail) VALUES ('192.0.2.202', 'after the loader panic')"
+    enforced=""
+    for i in $(seq 1 25); do
+        u="after-loader-panic$i"
+        if ! sg_options "$dir" 127.0.0.64 192.0.2.202 "$u" && grep -q "blacklisted ip! $u " "$LOG"; then enforced=1; break; fi
+        sleep 0.2
+    done
+    [ -n "$enforced" ] && ok "$cfg_name: the loader goes on after the panic: a new black_list row is enforced" || ko "$cfg_name: after loader panic" "192.0.2.202 not dropped"
+    sg_sql -e "DELETE FROM black_list WHERE ip = '192.0.2.202'"
     sg_assert_clean_log "$cfg_name" "$LOG"
     sg_kamailio_stop "$kam"
 done
