@@ -154,7 +154,8 @@ async fn range_row(
     conn: &mut Conn,
     ip: IpAddr,
 ) -> Result<Option<(String, String, &'static str)>, AdminError> {
-    let row: Option<(String, String)> = match ip {
+    // NULL text columns (ranges loaded by hand with only ipfrom/ipto) read as "".
+    let row: Option<(Option<String>, Option<String>)> = match ip {
         IpAddr::V4(v4) => conn
             .exec_first(
                 "SELECT ipstart, ipend FROM ipcountry WHERE ipfrom <= ? AND ipto >= ? ORDER BY ipto - ipfrom LIMIT 1",
@@ -175,5 +176,5 @@ async fn range_row(
     } else {
         "ipcountry6"
     };
-    Ok(row.map(|(s, e)| (s, e, table)))
+    Ok(row.map(|(s, e)| (s.unwrap_or_default(), e.unwrap_or_default(), table)))
 }

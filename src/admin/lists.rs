@@ -85,9 +85,10 @@ impl ListKind {
     }
 }
 
-/// Every row of a list, in id order.
+/// Every row of a list, in id order. A NULL value or detail (tables made by hand or by
+/// another tool) reads as `""`, as the module's loader reads it.
 pub async fn list(conn: &mut Conn, kind: ListKind) -> Result<Vec<ListRow>, AdminError> {
-    let rows: Vec<(i64, String, String)> = conn
+    let rows: Vec<(i64, Option<String>, Option<String>)> = conn
         .query(format!(
             "SELECT id, {}, detail FROM {} ORDER BY id",
             kind.column(),
@@ -97,7 +98,11 @@ pub async fn list(conn: &mut Conn, kind: ListKind) -> Result<Vec<ListRow>, Admin
         .map_err(sql("list"))?;
     Ok(rows
         .into_iter()
-        .map(|(id, value, detail)| ListRow { id, value, detail })
+        .map(|(id, value, detail)| ListRow {
+            id,
+            value: value.unwrap_or_default(),
+            detail: detail.unwrap_or_default(),
+        })
         .collect())
 }
 

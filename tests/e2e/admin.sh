@@ -100,6 +100,15 @@ t=$(until_state dropped 127.0.0.2 192.0.2.210) && within_bound "$t" && ok "a NUL
 sg_sql -e "UPDATE sipguard_generation SET gen = 100 WHERE name = 'lists'; ALTER TABLE sipguard_generation MODIFY gen bigint unsigned NOT NULL DEFAULT 0;
            DELETE FROM black_list WHERE ip = '192.0.2.210'"
 
+# 3d. NULL detail columns (tables made by hand or by another tool): listed and explained, no
+# panic in the admin tool.
+sg_sql -e "ALTER TABLE white_list MODIFY detail varchar(255) NULL; INSERT INTO white_list (ip, detail) VALUES ('192.0.2.220', NULL)"
+out=$(admin white list 2>&1); rc=$?
+out2=$(admin explain 192.0.2.220 2>&1); rc2=$?
+[ $rc -eq 0 ] && grep -q '192.0.2.220' <<<"$out" && [ $rc2 -eq 0 ] && grep -q 'white_list' <<<"$out2" \
+    && ok "a NULL detail is listed and explained" || ko "NULL detail" "rc=$rc/$rc2 $out $out2"
+sg_sql -e "DELETE FROM white_list WHERE ip = '192.0.2.220'; ALTER TABLE white_list MODIFY detail varchar(255) NOT NULL DEFAULT ''"
+
 # 4. A bad line stops the import and leaves the previous data serving.
 { echo "9.9.9.0,9.9.9.255,ZZ"; echo "8.8.8.0,8.8.8.255,US"; echo "8.8.9.0,8.8.8.255,US"; } >"$dir/bad.csv"
 out=$(admin import-countries "$dir/bad.csv" 2>&1); rc=$?
