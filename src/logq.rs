@@ -36,7 +36,8 @@ const CAP: usize = 256;
 /// A bounded queue shared by the loader thread (producer) and the Lua thread (consumer).
 #[derive(Default)]
 pub struct LogQueue {
-    lines: Mutex<VecDeque<(Level, String)>>,
+    /// The lines, and how many were dropped since the last drain.
+    lines: Mutex<(VecDeque<(Level, String)>, u64)>,
     /// Lets the request path skip the lock when there is nothing to print (the usual case).
     pending: AtomicBool,
 }
@@ -45,10 +46,11 @@ impl LogQueue {
     /// Queues a line; never blocks for long and never grows without bound.
     pub fn push(&self, level: Level, msg: String) {
         let mut q = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        if q.len() >= CAP {
-            q.pop_front();
+        if q.0.len() >= CAP {
+            q.0.pop_front();
+            q.1 += 1;
         }
-        q.push_back((level, msg));
+        q.0.push_back((level, msg));
         self.pending.store(true, Ordering::Release);
     }
 
@@ -58,7 +60,16 @@ impl LogQueue {
             return Vec::new();
         }
         let mut q = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        q.drain(..).collect()
+        let dropped = std::mem::take(&mut q.1);
+        let mut out: Vec<(Level, String)> = Vec::with_capacity(q.0.len() + 1);
+        if dropped > 0 {
+            out.push((
+                Level::Warn,
+                format!("{dropped} older log lines dropped while no request came to print them"),
+            ));
+        }
+        out.extend(q.0.drain(..));
+        out
     }
 }
 
@@ -111,9 +122,17 @@ mod tests {
             q.push(Level::Info, i.to_string());
         }
         let lines = q.drain();
-        assert_eq!(lines.len(), CAP);
-        assert_eq!(lines[0].1, "10");
+        // The dropped lines are counted, first, then the newest CAP lines.
+        assert_eq!(lines.len(), CAP + 1);
+        assert_eq!(lines[0].0, Level::Warn);
+        assert_eq!(
+            lines[0].1,
+            "10 older log lines dropped while no request came to print them"
+        );
+        assert_eq!(lines[1].1, "10");
         assert!(q.drain().is_empty());
+        q.push(Level::Info, "again".into());
+        assert_eq!(q.drain().len(), 1, "the count starts over after a drain");
     }
 
     #[test]

@@ -715,7 +715,11 @@ mod loader {
             load_lists(cfg, data, round, conn).await?;
             round.lists_generation = gens.map(|g| g.lists);
         }
-        if cfg.country {
+        if !cfg.country {
+            // Nothing to load: this worker is at every countries generation it has seen, so
+            // `sipguard-admin warm` can tell it is done.
+            round.countries_generation = gens.map(|g| g.countries);
+        } else {
             let marker = db::country_marker(conn, cfg.query_timeout()).await?;
             bump(&data.counters.db_queries);
             let gen = gens.map(|g| g.countries);

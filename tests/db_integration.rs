@@ -330,3 +330,38 @@ fn database_down_at_start_enforces_the_snapshot_and_refuses_a_corrupt_one() {
     );
     std::fs::remove_dir_all(&snap).unwrap();
 }
+
+#[test]
+fn with_country_off_a_worker_reports_the_countries_generation_for_warm() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let url = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_nocountry").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        c.query_drop("UPDATE sipguard_generation SET gen = 41 WHERE name = 'countries'")
+            .await
+            .unwrap();
+        url
+    });
+    let dir = std::env::temp_dir().join(format!("sgt-nocountry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let extra = format!(r#", "country": false, "stats_dir": "{}""#, dir.display());
+    let g = Guard::start(config(&url, &extra));
+    g.check_blacklist("192.0.2.1");
+    // `warm` waits for every live worker to reach the current generations: with no country
+    // data to load, the worker must still report the countries generation it has seen.
+    let reported = eventually(Duration::from_secs(5), || {
+        sipguard::stats::read_live(&dir)
+            .ok()
+            .and_then(|w| w.first().map(|w| w.countries_generation))
+            == Some(Some(41))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        reported,
+        "countries_generation not reported with country off"
+    );
+}
