@@ -438,8 +438,11 @@ mod loader {
         reported_missing: bool,
         /// A missing `sipguard_generation` row is reported once, until it is back.
         reported_missing_generation: bool,
-        /// The local snapshot is consulted once, when the database fails before any load.
+        /// Set at the first database outcome: the snapshot read at start is then either in
+        /// force (database unavailable: its lines are logged) or replaced by live data.
         snapshot_tried: bool,
+        /// What reading the snapshot at start found, logged only if the database then fails.
+        snapshot_lines: Vec<(Level, String)>,
         /// A snapshot write failure is reported once.
         snapshot_write_failed: bool,
         country_marker: Option<String>,
@@ -481,6 +484,13 @@ mod loader {
         };
         rt.block_on(async {
             let mut round = Round::default();
+            // The snapshot first, before and whatever the database does: a database that never
+            // answers must not leave the first requests to on_no_data while a valid snapshot is
+            // on disk. Live data replaces it at the first successful round.
+            round.snapshot_lines = load_snapshot(&cfg, &data);
+            if data.lists().is_some() {
+                data.first_attempt_done();
+            }
             let mut stats_failed = false;
             loop {
                 bump(&data.counters.db_rounds);
@@ -559,30 +569,35 @@ mod loader {
         )
     }
 
-    /// Database down and nothing loaded yet in this process: enforce the last snapshot.
-    fn load_snapshot(cfg: &Config, data: &Data) {
-        let Some(dir) = &cfg.snapshot_dir else { return };
+    /// At start, before the first database attempt: publish the last snapshot, so requests are
+    /// decided from it until live data comes. Returns the lines to log should the database turn
+    /// out to be unavailable (they say what is in force).
+    fn load_snapshot(cfg: &Config, data: &Data) -> Vec<(Level, String)> {
+        let mut lines = Vec::new();
+        let Some(dir) = &cfg.snapshot_dir else {
+            return lines;
+        };
         if data.lists().is_none() {
             match snapshot::read_lists(dir) {
                 Ok(rows) => {
                     let (lists, _) = Lists::build(&rows, &cfg.scanner_user_agents);
-                    data.logs.push(
+                    lines.push((
                         Level::Warn,
                         format!(
                             "database unavailable at start: enforcing the lists saved in {} ({})",
                             dir.display(),
                             lists.summary()
                         ),
-                    );
+                    ));
                     data.publish_lists(lists);
                 }
-                Err(e) => data.logs.push(
+                Err(e) => lines.push((
                     Level::Err,
                     format!(
                         "no usable list snapshot ({e}); policy on_no_data={:?} applies",
                         cfg.on_no_data
                     ),
-                ),
+                )),
             }
         }
         if cfg.country && data.countries().is_none() {
@@ -591,17 +606,18 @@ mod loader {
                     let rows = b.rows();
                     data.publish_countries(b.build());
                     release_freed_memory();
-                    data.logs.push(
+                    lines.push((
                         Level::Warn,
                         format!("database unavailable at start: using the {rows} country ranges saved in {}", dir.display()),
-                    );
+                    ));
                 }
-                Err(e) => data.logs.push(
+                Err(e) => lines.push((
                     Level::Err,
                     format!("no usable country snapshot ({e}); get_countrycode answers \"\" until the database is back"),
-                ),
+                )),
             }
         }
+        lines
     }
 
     fn save_snapshot(
@@ -637,10 +653,13 @@ mod loader {
             });
             if !round.snapshot_tried {
                 round.snapshot_tried = true;
-                load_snapshot(cfg, data);
+                for (level, line) in std::mem::take(&mut round.snapshot_lines) {
+                    data.logs.push(level, line);
+                }
             }
         } else {
             round.snapshot_tried = true;
+            round.snapshot_lines.clear();
         }
         match result {
             Ok(()) => {

@@ -316,6 +316,26 @@ fn database_down_at_start_enforces_the_snapshot_and_refuses_a_corrupt_one() {
         "{logs:?}"
     );
 
+    // A database that accepts and never answers: the snapshot is read before the first
+    // database attempt, so even the first request is decided from it (under on_no_data
+    // "block" it would otherwise get "nodata" after waiting out the deadline).
+    let (port, _h) = black_hole();
+    let hung = format!("mysql://u:p@127.0.0.1:{port}/db");
+    let g = Guard::start(config(
+        &hung,
+        &format!(
+            r#", "snapshot_dir": "{}", "on_no_data": "block""#,
+            snap.display()
+        ),
+    ));
+    assert_eq!(g.check_blacklist("192.0.2.5").kind(), "ip");
+    assert_eq!(g.check_blacklist("198.18.0.1").status(), "", "not nodata");
+    assert_eq!(g.country_code("3.2.35.60"), "DE");
+    assert!(eventually(Duration::from_secs(3), || g
+        .take_logs()
+        .iter()
+        .any(|(_, m)| m.contains("enforcing the lists saved in"))));
+
     // A truncated snapshot is refused with the reason; the policy applies instead.
     let file = snap.join("lists.snap");
     let bytes = std::fs::read(&file).unwrap();
