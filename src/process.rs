@@ -483,11 +483,13 @@ mod loader {
             }
         };
         rt.block_on(async {
-            let mut round = Round::default();
             // The snapshot first, before and whatever the database does: a database that never
             // answers must not leave the first requests to on_no_data while a valid snapshot is
             // on disk. Live data replaces it at the first successful round.
-            round.snapshot_lines = load_snapshot(&cfg, &data);
+            let mut round = Round {
+                snapshot_lines: load_snapshot(&cfg, &data),
+                ..Round::default()
+            };
             if data.lists().is_some() {
                 data.first_attempt_done();
             }
