@@ -153,15 +153,17 @@ fn guard() -> Result<Arc<Guard>, String> {
     })
 }
 
+/// Logs through the registered logger, else (or if it raises) to stderr; never panics: a
+/// closed stderr (a daemon's) loses the line, `eprintln!` would panic on the request path.
 fn emit(lua: &Lua, level: &str, msg: &str) {
+    use std::io::Write;
     let line = format!("sipguard: {msg}");
-    match lua.named_registry_value::<Option<LuaFunction>>(LOGGER_KEY) {
-        Ok(Some(f)) => {
-            if f.call::<()>((level, line.as_str())).is_err() {
-                eprintln!("{level}: {line}");
-            }
-        }
-        _ => eprintln!("{level}: {line}"),
+    let logged = match lua.named_registry_value::<Option<LuaFunction>>(LOGGER_KEY) {
+        Ok(Some(f)) => f.call::<()>((level, line.as_str())).is_ok(),
+        _ => false,
+    };
+    if !logged {
+        let _ = writeln!(std::io::stderr().lock(), "{level}: {line}");
     }
 }
 
@@ -179,6 +181,18 @@ unsafe fn call<T>(
     // SAFETY: `l` is a live state (the caller's contract); mlua attaches to it or finds the
     // handle it made when the module was loaded.
     let lua = || unsafe { Lua::get_or_init_from_ptr(l) };
+    // The whole body is caught, not only the decision: building the guard (a thread to spawn)
+    // and logging can fail too, and a panic must not cross into Lua's C frames.
+    let out = catch_unwind(AssertUnwindSafe(|| call_body(lua, name, f))).unwrap_or(None);
+    out.unwrap_or(fallback)
+}
+
+/// [`call`]'s body: `None` on any failure, which the caller answers with its fallback.
+fn call_body<'l, T>(
+    lua: impl Fn() -> &'l Lua,
+    name: &str,
+    f: impl FnOnce(&Guard) -> T,
+) -> Option<T> {
     if HAS_PENDING_WARNINGS.swap(false, Ordering::AcqRel) {
         let pending =
             std::mem::take(&mut *PENDING_WARNINGS.lock().unwrap_or_else(|p| p.into_inner()));
@@ -186,7 +200,7 @@ unsafe fn call<T>(
             emit(lua(), "warn", &w);
         }
     }
-    let out = match guard() {
+    match guard() {
         Ok(g) => {
             let out = catch_unwind(AssertUnwindSafe(|| f(&g)));
             for (level, msg) in g.take_logs() {
@@ -210,8 +224,7 @@ unsafe fn call<T>(
             emit(lua(), "err", &format!("{name}: {e}"));
             None
         }
-    };
-    out.unwrap_or(fallback)
+    }
 }
 
 fn verdict_pair(v: &Verdict) -> (&'static str, &'static str) {
