@@ -170,41 +170,49 @@ impl Config {
     /// The settings that differ between `self` (running) and `other` (as read again), by their
     /// names in the file: what an `app_lua.reload` cannot apply to a running worker.
     pub fn changed_fields(&self, other: &Config) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        let mut check = |name, same: bool| {
-            if !same {
-                out.push(name);
-            }
-        };
-        check("db_url", self.db_url == other.db_url);
-        check(
-            "query_timeout_ms",
-            self.query_timeout_ms == other.query_timeout_ms,
-        );
-        check(
-            "load_timeout_ms",
-            self.load_timeout_ms == other.load_timeout_ms,
-        );
-        check("refresh_secs", self.refresh_secs == other.refresh_secs);
-        check("cache_size", self.cache_size == other.cache_size);
-        check(
-            "cache_ttl_secs",
-            self.cache_ttl_secs == other.cache_ttl_secs,
-        );
-        check("on_no_data", self.on_no_data == other.on_no_data);
-        check("country", self.country == other.country);
-        check(
-            "log_interval_secs",
-            self.log_interval_secs == other.log_interval_secs,
-        );
-        check(
-            "scanner_user_agents",
-            self.scanner_user_agents == other.scanner_user_agents,
-        );
-        check("stats_dir", self.stats_dir == other.stats_dir);
-        check("snapshot_dir", self.snapshot_dir == other.snapshot_dir);
-        check("test_hooks", self.test_hooks == other.test_hooks);
-        out
+        // Destructured whole: a field added to Config must be added here to compile.
+        let Config {
+            db_url,
+            query_timeout_ms,
+            load_timeout_ms,
+            refresh_secs,
+            cache_size,
+            cache_ttl_secs,
+            on_no_data,
+            country,
+            log_interval_secs,
+            scanner_user_agents,
+            stats_dir,
+            snapshot_dir,
+            test_hooks,
+        } = self;
+        [
+            ("db_url", *db_url == other.db_url),
+            (
+                "query_timeout_ms",
+                *query_timeout_ms == other.query_timeout_ms,
+            ),
+            ("load_timeout_ms", *load_timeout_ms == other.load_timeout_ms),
+            ("refresh_secs", *refresh_secs == other.refresh_secs),
+            ("cache_size", *cache_size == other.cache_size),
+            ("cache_ttl_secs", *cache_ttl_secs == other.cache_ttl_secs),
+            ("on_no_data", *on_no_data == other.on_no_data),
+            ("country", *country == other.country),
+            (
+                "log_interval_secs",
+                *log_interval_secs == other.log_interval_secs,
+            ),
+            (
+                "scanner_user_agents",
+                *scanner_user_agents == other.scanner_user_agents,
+            ),
+            ("stats_dir", *stats_dir == other.stats_dir),
+            ("snapshot_dir", *snapshot_dir == other.snapshot_dir),
+            ("test_hooks", *test_hooks == other.test_hooks),
+        ]
+        .into_iter()
+        .filter_map(|(name, same)| (!same).then_some(name))
+        .collect()
     }
 
     /// Things in a usable config the operator should still fix: today, a file that other users

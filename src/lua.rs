@@ -25,7 +25,7 @@ static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
 /// script's top level, where `init` runs, cannot log them itself.
 static PENDING_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static HAS_PENDING_WARNINGS: AtomicBool = AtomicBool::new(false);
-/// The warnings of the previous `init` in this process.
+/// Every note `init` has queued in this process, so none is logged twice.
 static LAST_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 const LOGGER_KEY: &str = "sipguard.logger";
@@ -119,17 +119,22 @@ fn init(lua: &Lua, path: Option<String>) -> LuaResult<(Option<bool>, Option<Stri
     Ok((ok, err, warnings))
 }
 
-/// Queues `notes` for the next check call unless they are what the previous `init` of this
-/// process queued: each app_lua.reload runs `init` again, and says nothing new.
+/// Queues for the next check call the `notes` this process has not queued before: each
+/// app_lua.reload runs `init` again, and only what is new is said (a warning already logged
+/// is not repeated when another note joins it).
 fn log_once(notes: Vec<String>) {
-    let mut last = LAST_WARNINGS.lock().unwrap_or_else(|p| p.into_inner());
-    if *last != notes {
-        last.clone_from(&notes);
-        let any = !notes.is_empty();
-        // The list first, then the flag that makes a call take it.
-        *PENDING_WARNINGS.lock().unwrap_or_else(|p| p.into_inner()) = notes;
-        HAS_PENDING_WARNINGS.store(any, Ordering::Release);
+    let mut logged = LAST_WARNINGS.lock().unwrap_or_else(|p| p.into_inner());
+    let new: Vec<String> = notes.into_iter().filter(|n| !logged.contains(n)).collect();
+    if new.is_empty() {
+        return;
     }
+    logged.extend(new.iter().cloned());
+    // The list first, then the flag that makes a call take it.
+    PENDING_WARNINGS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(new);
+    HAS_PENDING_WARNINGS.store(true, Ordering::Release);
 }
 
 /// Registers the function log lines go to, e.g. `function(level, msg) KSR.log(level, msg .. "\n") end`.
@@ -153,8 +158,8 @@ fn guard() -> Result<Arc<Guard>, String> {
     })
 }
 
-/// Logs through the registered logger, else (or if it raises) to stderr; never panics: a
-/// closed stderr (a daemon's) loses the line, `eprintln!` would panic on the request path.
+/// Logs through the registered logger, else (or if it raises) to stderr; never panics: on a
+/// broken pipe (EPIPE) the line is lost, where `eprintln!` would panic on the request path.
 fn emit(lua: &Lua, level: &str, msg: &str) {
     use std::io::Write;
     let line = format!("sipguard: {msg}");

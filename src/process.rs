@@ -438,11 +438,6 @@ mod loader {
         reported_missing: bool,
         /// A missing `sipguard_generation` row is reported once, until it is back.
         reported_missing_generation: bool,
-        /// Set at the first database outcome: the snapshot read at start is then either in
-        /// force (database unavailable: its lines are logged) or replaced by live data.
-        snapshot_tried: bool,
-        /// What reading the snapshot at start found, logged only if the database then fails.
-        snapshot_lines: Vec<(Level, String)>,
         /// A snapshot write failure is reported once.
         snapshot_write_failed: bool,
         country_marker: Option<String>,
@@ -483,16 +478,16 @@ mod loader {
             }
         };
         rt.block_on(async {
-            // The snapshot first, before and whatever the database does: a database that never
-            // answers must not leave the first requests to on_no_data while a valid snapshot is
-            // on disk. Live data replaces it at the first successful round.
-            let mut round = Round {
-                snapshot_lines: load_snapshot(&cfg, &data),
-                ..Round::default()
-            };
-            if data.lists().is_some() {
-                data.first_attempt_done();
-            }
+            // The snapshot first, before and whatever the database does: a first request still
+            // waits (bounded) for live data, but a database that never answers no longer leaves
+            // it to on_no_data while a valid snapshot is on disk. Live data replaces the
+            // snapshot at the first successful round.
+            let mut snapshot_lines =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_snapshot(&cfg, &data)))
+                    .unwrap_or_default();
+            let mut snapshot_tried = false;
+            let mut round = Round::default();
+            let mut panicking = false;
             let mut stats_failed = false;
             loop {
                 bump(&data.counters.db_rounds);
@@ -507,10 +502,20 @@ mod loader {
                         (r, result)
                     }
                 });
-                let result = match task.await {
+                match task.await {
                     Ok((r, result)) => {
                         round = r;
-                        result
+                        panicking = false;
+                        if !snapshot_tried {
+                            snapshot_tried = true;
+                            // Database unavailable at start: say what is in force instead.
+                            if result.is_err() {
+                                for (level, line) in std::mem::take(&mut snapshot_lines) {
+                                    data.logs.push(level, line);
+                                }
+                            }
+                        }
+                        report(&cfg, &data, &mut round, result);
                     }
                     Err(e) => {
                         let why = e
@@ -523,16 +528,22 @@ mod loader {
                             })
                             .unwrap_or_else(|| "cancelled".into());
                         bump(&data.counters.loader_panics);
-                        data.logs.push(
-                            Level::Err,
-                            format!("internal error in a refresh round ({why}); starting over next round"),
-                        );
-                        round = Round::default();
-                        round.snapshot_tried = true;
-                        Ok(())
+                        // Said once per streak (counted each time), not every round.
+                        if !panicking {
+                            data.logs.push(
+                                Level::Err,
+                                format!("internal error in a refresh round ({why}); starting over every round until one succeeds"),
+                            );
+                        }
+                        panicking = true;
+                        // What the panicked round held is gone; health is left as it was.
+                        let healthy = round.healthy;
+                        round = Round {
+                            healthy,
+                            ..Round::default()
+                        };
                     }
-                };
-                report(&cfg, &data, &mut round, result);
+                }
                 data.first_attempt_done();
                 if let Some(dir) = &cfg.stats_dir {
                     // Logged when writing starts failing, not every round.
@@ -653,15 +664,6 @@ mod loader {
             } else {
                 &data.counters.db_errors
             });
-            if !round.snapshot_tried {
-                round.snapshot_tried = true;
-                for (level, line) in std::mem::take(&mut round.snapshot_lines) {
-                    data.logs.push(level, line);
-                }
-            }
-        } else {
-            round.snapshot_tried = true;
-            round.snapshot_lines.clear();
         }
         match result {
             Ok(()) => {
@@ -721,14 +723,32 @@ mod loader {
         // Generations first, data second: a change between the two is seen again next round.
         let gens = db::generations(conn, cfg.query_timeout()).await?;
         bump(&data.counters.db_queries);
-        let rows_missing = gens.is_some_and(|g| g.lists_missing || g.countries_missing);
-        if rows_missing && !round.reported_missing_generation {
+        let missing: Vec<&str> = gens
+            .map(|g| {
+                [
+                    ("lists", g.lists_missing),
+                    ("countries", g.countries_missing),
+                ]
+                .into_iter()
+                .filter_map(|(n, m)| m.then_some(n))
+                .collect()
+            })
+            .unwrap_or_default();
+        if !missing.is_empty() && !round.reported_missing_generation {
+            let what = if missing.contains(&"lists") {
+                "re-reading the lists every round"
+            } else {
+                "country imports are still seen through the tables themselves"
+            };
             data.logs.push(
                 Level::Warn,
-                "sipguard_generation has lost a row (lists or countries), or holds a value that is no counter: re-reading the lists every round until a list change or `sipguard-admin reload` puts it back".to_string(),
+                format!(
+                    "sipguard_generation has no usable {} row (deleted, or not a counter): {what} until a list change or `sipguard-admin reload` puts it back",
+                    missing.join(" and ")
+                ),
             );
         }
-        round.reported_missing_generation = rows_missing;
+        round.reported_missing_generation = !missing.is_empty();
         let lists_due = round.last_lists.is_none()
             || gens.is_none_or(|g| g.lists_missing)
             || gens.map(|g| g.lists) != round.lists_generation;

@@ -79,45 +79,33 @@ CREATE TABLE IF NOT EXISTS `black_list_ua` (
 -- Ours: change counters. Every Kamailio worker polls this one small table each refresh_secs
 -- and reloads only what changed, so a change made with sipguard-admin *or with plain SQL*
 -- reaches every worker of every node within the refresh interval, without a restart and without
--- re-reading unchanged lists. The triggers below keep `lists` current (and put the row back if
--- it was deleted; replaced on every apply of this file, so older databases get them too); `countries` is bumped by
--- `sipguard-admin import-countries` and `reload` (raw edits of ipcountry are also noticed through
--- information_schema's UPDATE_TIME).
+-- re-reading unchanged lists. The triggers below keep `lists` current and put the row back if
+-- it was deleted (CREATE OR REPLACE: applying this file again upgrades older triggers, atomically;
+-- the account applying it becomes their DEFINER and needs INSERT and UPDATE on this table).
+-- `countries` is bumped by `sipguard-admin import-countries` and `reload` (raw edits of ipcountry
+-- are also noticed through information_schema's UPDATE_TIME).
 CREATE TABLE IF NOT EXISTS `sipguard_generation` (
   `name` varchar(32) NOT NULL,
   `gen` bigint unsigned NOT NULL DEFAULT 0,
   `changed` timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   PRIMARY KEY (`name`)
 ) ENGINE=InnoDB;
-INSERT IGNORE INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1), ('countries', 1);
+-- A row created (or put back after a TRUNCATE) starts at the current time in ms, a value no worker
+-- can have seen; a NULL or negative counter (a hand-made migration) is set the same way.
+INSERT IGNORE INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)), ('countries', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000));
 
-DROP TRIGGER IF EXISTS `sg_black_list_ai`;
-CREATE TRIGGER `sg_black_list_ai` AFTER INSERT ON `black_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_au`;
-CREATE TRIGGER `sg_black_list_au` AFTER UPDATE ON `black_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_ad`;
-CREATE TRIGGER `sg_black_list_ad` AFTER DELETE ON `black_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_white_list_ai`;
-CREATE TRIGGER `sg_white_list_ai` AFTER INSERT ON `white_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_white_list_au`;
-CREATE TRIGGER `sg_white_list_au` AFTER UPDATE ON `white_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_white_list_ad`;
-CREATE TRIGGER `sg_white_list_ad` AFTER DELETE ON `white_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_country_ai`;
-CREATE TRIGGER `sg_black_list_country_ai` AFTER INSERT ON `black_list_country` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_country_au`;
-CREATE TRIGGER `sg_black_list_country_au` AFTER UPDATE ON `black_list_country` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_country_ad`;
-CREATE TRIGGER `sg_black_list_country_ad` AFTER DELETE ON `black_list_country` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_user_ai`;
-CREATE TRIGGER `sg_black_list_user_ai` AFTER INSERT ON `black_list_user` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_user_au`;
-CREATE TRIGGER `sg_black_list_user_au` AFTER UPDATE ON `black_list_user` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_user_ad`;
-CREATE TRIGGER `sg_black_list_user_ad` AFTER DELETE ON `black_list_user` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_ua_ai`;
-CREATE TRIGGER `sg_black_list_ua_ai` AFTER INSERT ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_ua_au`;
-CREATE TRIGGER `sg_black_list_ua_au` AFTER UPDATE ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
-DROP TRIGGER IF EXISTS `sg_black_list_ua_ad`;
-CREATE TRIGGER `sg_black_list_ua_ad` AFTER DELETE ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', 1) ON DUPLICATE KEY UPDATE `gen` = `gen` + 1;
+CREATE OR REPLACE TRIGGER `sg_black_list_ai` AFTER INSERT ON `black_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_au` AFTER UPDATE ON `black_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_ad` AFTER DELETE ON `black_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_white_list_ai` AFTER INSERT ON `white_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_white_list_au` AFTER UPDATE ON `white_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_white_list_ad` AFTER DELETE ON `white_list` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_country_ai` AFTER INSERT ON `black_list_country` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_country_au` AFTER UPDATE ON `black_list_country` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_country_ad` AFTER DELETE ON `black_list_country` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_user_ai` AFTER INSERT ON `black_list_user` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_user_au` AFTER UPDATE ON `black_list_user` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_user_ad` AFTER DELETE ON `black_list_user` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_ua_ai` AFTER INSERT ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_ua_au` AFTER UPDATE ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_black_list_ua_ad` AFTER DELETE ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);

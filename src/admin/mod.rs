@@ -64,8 +64,12 @@ pub async fn bump_generations(
     for name in names {
         let r = conn
             .exec_drop(
-                "INSERT INTO sipguard_generation (name, gen) VALUES (?, 1) \
-                 ON DUPLICATE KEY UPDATE gen = gen + 1",
+                // A row put back, or a NULL counter, starts at a value no worker has seen
+                // (the current time in ms), as the schema's triggers do.
+                "INSERT INTO sipguard_generation (name, gen) \
+                 VALUES (?, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) \
+                 ON DUPLICATE KEY UPDATE gen = IF(gen IS NULL OR gen < 1, \
+                 FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), gen + 1)",
                 (name,),
             )
             .await

@@ -132,8 +132,12 @@ PY
     [ "$answered" = 100 ] && [ "$changed" = "$n" ] \
         && ok "$cfg_name: an edited config at reload is named once per worker ($changed), 100 of 100 answered" \
         || ko "$cfg_name: edited config" "$changed lines for $n workers, $answered of 100 answered"
-    sg_options "$dir" 127.0.0.4 3.2.35.60 probe friendly-scanner && ko "$cfg_name: running settings kept" "friendly-scanner answered" \
-        || ok "$cfg_name: the running settings stay in force (friendly-scanner still dropped)"
+    u="scan$RANDOM"
+    if ! sg_options "$dir" 127.0.0.4 3.2.35.60 "$u" friendly-scanner && grep -q "F:sip:$u@.*UA:friendly-scanner" "$log"; then
+        ok "$cfg_name: the running settings stay in force (friendly-scanner still dropped, with the alert)"
+    else
+        ko "$cfg_name: running settings kept" "friendly-scanner not dropped by the UA check"
+    fi
     echo '{"db_url": "mysql://' >"$kam/sipguard.json"
     kamcmd -s "unix:$kam/kamailio_ctl" app_lua.reload >/dev/null 2>&1
     errs0=$(grep -cE 'error from Lua|failed to load|ERROR: app_lua' "$log")
