@@ -386,6 +386,27 @@ sg_assert_clean_log() {
         ok "$1: no Lua errors or crashes in the log"
     fi
 }
+# sg_sipp_load NAME CSV RATE SRC SECS [sipp args...]: RATE OPTIONS/s for SECS s from SRC (X-Src
+# etc. from CSV), statistics in $dir/NAME.stat (read them with sg_sipp_stat), output in NAME.out.
+sg_sipp_load() {
+    local name="$1" csv="$2" rate="$3" src="$4" secs="$5"
+    shift 5
+    (cd "$dir" && timeout $((secs + 30)) sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$csv" \
+        -i "$src" -p "$(sg_free_port)" -r "$rate" -m $((rate * secs)) -nostdin -timeout $((secs + 20)) \
+        -trace_stat -fd 1 -stf "$dir/$name.stat" "$@" >"$dir/$name.out" 2>&1)
+}
+# sg_eventually_dropped LOG SRC XSRC: one OPTIONS every 0.2 s for up to 6 s from SRC with
+# "X-Src: XSRC" until it is dropped by the cfg's blacklist line (the alert names the request's
+# user, so a sipp failure cannot pass for a drop).
+sg_eventually_dropped() {
+    local i u
+    for i in $(seq 1 30); do
+        u="ev$i-$RANDOM"
+        if ! sg_options "$dir" "$2" "$3" "$u" && grep -q "blacklisted ip! $u " "$1"; then return 0; fi
+        sleep 0.2
+    done
+    return 1
+}
 # sg_sipp_stat FILE COLUMN: the last value of a column of a sipp -trace_stat file.
 sg_sipp_stat() {
     local c; c=$(head -1 "$1" | tr ';' '\n' | grep -n -x "$2" | cut -d: -f1)

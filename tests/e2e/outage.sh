@@ -24,14 +24,9 @@ for s in 3.1.1.1 198.51.100.1 2.20.179.1; do sg_options "$dir" 127.0.0.2 "$s" wa
 sleep 1
 
 secs=16
-run_sipp() {   # NAME CSV RATE SRC
-    (cd "$dir" && timeout $((secs + 30)) sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$2" \
-        -i "$4" -p "$(sg_free_port)" -r "$3" -m $(($3 * secs)) -nostdin -timeout $((secs + 20)) \
-        -trace_stat -fd 1 -stf "$dir/$1.stat" -trace_rtt -rtt_freq 1 >"$dir/$1.out" 2>&1)
-}
-run_sipp clean "$dir/clean.csv" 900 127.0.0.2 &
+sg_sipp_load clean "$dir/clean.csv" 900 127.0.0.2 "$secs" -trace_rtt -rtt_freq 1 &
 c=$!
-run_sipp listed "$dir/listed.csv" 100 127.0.0.3 &
+sg_sipp_load listed "$dir/listed.csv" 100 127.0.0.3 "$secs" -trace_rtt -rtt_freq 1 &
 l=$!
 dbpid=$(cat "$dir/db/mysqld.bgpid")
 sleep 3; kill -STOP "$dbpid"; echo "t=3s  MariaDB stopped (SIGSTOP)"
@@ -59,18 +54,7 @@ down=$(grep -c 'database unavailable' "$LOG"); back=$(grep -c 'database reachabl
 [ "$down" -ge 1 ] && [ "$down" -le 4 ] && [ "$back" -ge 1 ] && [ "$back" -le 4 ] \
     && ok "alerts once per transition: $down 'unavailable', $back 'reachable again' (2 workers, 2 outages)" \
     || ko "alerts per transition" "$down unavailable, $back back"
-# eventually_dropped XSRC: one OPTIONS every 0.2 s for up to 6 s until XSRC is dropped by the
-# cfg's blacklist line (the alert names the request's user, so a sipp failure cannot pass).
-eventually_dropped() {
-    local i u
-    for i in $(seq 1 30); do
-        u="ev$i-$RANDOM"
-        if ! sg_options "$dir" 127.0.0.4 "$1" "$u" && grep -q "blacklisted ip! $u " "$LOG"; then return 0; fi
-        sleep 0.2
-    done
-    return 1
-}
-eventually_dropped 203.0.113.7 && ok "after the restart, the row added meanwhile is enforced" || ko "reconnect" "203.0.113.7 not dropped"
+sg_eventually_dropped "$LOG" 127.0.0.4 203.0.113.7 && ok "after the restart, the row added meanwhile is enforced" || ko "reconnect" "203.0.113.7 not dropped"
 # Kamailio starting while MariaDB is down enforces the last snapshot, refuses a corrupt one, and
 # switches to live data when MariaDB is back.
 sg_kamailio_stop "$dir/kam"
@@ -92,6 +76,6 @@ sg_options "$dir" 127.0.0.2 198.51.100.9 snap3 || true
 sleep 0.5
 grep -q 'no usable list snapshot (.*lists.snap: truncated' "$LOG" && ok "a truncated snapshot is refused with the reason" || ko "corrupt snapshot" "$(grep -m1 snapshot "$LOG")"
 sg_mariadb_start "$dir/db" "$port" >/dev/null 2>&1
-eventually_dropped 198.51.100.9 && ok "MariaDB back: live data enforced again without a restart" || ko "back to live" "not dropped"
+sg_eventually_dropped "$LOG" 127.0.0.4 198.51.100.9 && ok "MariaDB back: live data enforced again without a restart" || ko "back to live" "not dropped"
 
 sg_suite_end

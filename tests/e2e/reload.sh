@@ -23,11 +23,6 @@ sleep 3   # the country tables' UPDATE_TIME settles: no reload of freshly import
 { echo SEQUENTIAL; for i in $(seq 1 250); do echo "X-Src: 127.0.9.$((i == 9 ? 254 : i));listed;reload;"; echo "X-Src: 2.20.179.$i;listed;reload;"; done; } >"$dir/listed.csv"
 
 secs=14 reloads=50
-run_sipp() {   # NAME CSV RATE SRC
-    (cd "$dir" && timeout $((secs + 30)) sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$2" \
-        -i "$4" -p "$(sg_free_port)" -r "$3" -m $(($3 * secs)) -nostdin -timeout $((secs + 20)) \
-        -trace_stat -fd 1 -stf "$dir/$1.stat" >"$dir/$1.out" 2>&1)
-}
 # The UDP workers' pids (they run the routing, so they hold the module).
 workers() { kamcmd -s "unix:$kam/kamailio_ctl" core.psx | awk '$1 == "PID:" {p=$2} /DSC: udp receiver/ {print p}'; }
 # One line per worker: "pid threads rss_kb".
@@ -64,9 +59,9 @@ for cfg_name in $(sg_configs); do
     sg_warm "$kam" "$n" || ko "$cfg_name: warm-up" "$(grep -c 'country ranges loaded' "$log") of $n workers loaded"
     before=$(sample); conns0=$(mysql_conns); loads0=$(grep -c 'loaded: ' "$log"); runs0=$(wc -l <"$runs")
 
-    run_sipp clean "$dir/clean.csv" 200 127.0.0.2 &
+    sg_sipp_load clean "$dir/clean.csv" 200 127.0.0.2 "$secs" &
     c=$!
-    run_sipp listed "$dir/listed.csv" 30 127.0.0.3 &
+    sg_sipp_load listed "$dir/listed.csv" 30 127.0.0.3 "$secs" &
     l=$!
     sleep 1
     rl_fail=0
@@ -116,8 +111,7 @@ for cfg_name in $(sg_configs); do
     # still drop friendly-scanner). A broken one: reported once per worker, the config in force
     # kept, the script does not raise, so nothing is logged per request.
     burst() {   # 100 clean requests, enough for every worker to run the reloaded script
-        (cd "$dir" && timeout 30 sipp "127.0.0.1:$SG_SIP_PORT" -sf "$SG_ROOT/tests/e2e/options.xml" -inf "$dir/clean.csv" \
-            -i 127.0.0.2 -p "$(sg_free_port)" -r 100 -m 100 -nostdin -timeout 20 -trace_stat -stf "$dir/burst.stat" >/dev/null 2>&1)
+        sg_sipp_load burst "$dir/clean.csv" 100 127.0.0.2 1
         sg_sipp_stat "$dir/burst.stat" 'SuccessfulCall(C)'
     }
     python3 - "$kam/sipguard.json" <<'PY'
