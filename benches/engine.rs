@@ -9,7 +9,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use sipguard::config::Config;
 use sipguard::engine::{ListRow, ListRows, Lists};
-use sipguard::process::Guard;
+use sipguard::guard::Guard;
 use sipguard::ranges::CountryRanges;
 
 fn country_data() -> CountryRanges {

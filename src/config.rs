@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::alert::LogTarget;
 use crate::engine::NoDataPolicy;
 
 /// Where the config is read from when `SIPGUARD_CONFIG` is not set.
@@ -64,6 +65,15 @@ pub struct Config {
     /// the database is down enforces them; `null` turns it off.
     #[serde(default = "defaults::snapshot_dir")]
     pub snapshot_dir: Option<PathBuf>,
+    /// Where the background thread's lines go (database down and back, loads, bad rows):
+    /// `auto` (where Kamailio logs: standard error with `-E`, else syslog), `syslog`, `stderr`,
+    /// or `kamailio` (through `KSR.log` at the worker's next request, so they wait for traffic).
+    #[serde(default)]
+    pub log_target: LogTarget,
+    /// Syslog facility for those lines (`LOG_LOCAL0`…, as Kamailio's `log_facility`); `null`
+    /// (the default) uses Kamailio's own.
+    #[serde(default)]
+    pub log_facility: Option<String>,
     /// Tests only: a source of `"sipguard-test-panic"` (any source check) panics inside the
     /// module, and a `black_list` row whose detail is `sipguard-test-loader-panic` panics the
     /// loader's round, to prove a panic never reaches Lua, the worker or the loader's next
@@ -184,6 +194,8 @@ impl Config {
             scanner_user_agents,
             stats_dir,
             snapshot_dir,
+            log_target,
+            log_facility,
             test_hooks,
         } = self;
         [
@@ -208,6 +220,8 @@ impl Config {
             ),
             ("stats_dir", *stats_dir == other.stats_dir),
             ("snapshot_dir", *snapshot_dir == other.snapshot_dir),
+            ("log_target", *log_target == other.log_target),
+            ("log_facility", *log_facility == other.log_facility),
             ("test_hooks", *test_hooks == other.test_hooks),
         ]
         .into_iter()
@@ -271,7 +285,31 @@ impl Config {
                 return Err(invalid(field, "must be greater than 0".into()));
             }
         }
+        if let Some(f) = &self.log_facility {
+            if crate::alert::facility(f).is_none() {
+                return Err(invalid(
+                    "log_facility",
+                    format!("{f:?} is not a syslog facility (LOG_LOCAL0 … LOG_LOCAL7, LOG_DAEMON, LOG_USER, …)"),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The loader's log destination, resolved in this process (see [`crate::alert`]).
+    pub fn alerts(&self) -> crate::alert::Alerts {
+        let facility = self
+            .log_facility
+            .as_deref()
+            .and_then(crate::alert::facility);
+        crate::alert::Alerts::new(self.log_target, facility)
+    }
+
+    /// How long a loader may go without completing a refresh round before it counts as
+    /// stalled: 3 × `refresh_secs`, and never less than one round's worth of deadlines
+    /// (connect, generations, country marker, lists) after the pause.
+    pub fn stall_after(&self) -> Duration {
+        (3 * self.refresh()).max(self.refresh() + 4 * self.query_timeout())
     }
 
     /// [`Self::query_timeout_ms`] as a `Duration`.

@@ -14,20 +14,28 @@
 //! | `db`       | MySQL reads, each under a deadline                           |
 //! | `snapshot` | last loaded data on disk, for starts without the database |
 //! | `stats`    | per-worker counters, published as files                 |
-//! | `logq`     | log lines from the loader thread to Kamailio's log           |
-//! | `process`  | per-process state, keyed by pid, and its loader thread       |
+//! | `logq`     | log lines for `KSR.log`, printed by the next request          |
+//! | `alert`    | the loader's log lines, written at once (syslog or stderr)    |
+//! | `data`     | what a worker's request path and loader threads share        |
+//! | `guard`    | the request path: every check, from the data in force        |
+//! | `loader`   | the background threads: lists, country loads, snapshots, stats |
+//! | `process`  | which guard this process runs (keyed by fork)                 |
 //! | `admin`    | import, list editing, reload, explain (sipguard-admin)    |
 //! | `lua`      | the Lua API (`require "sipguard"`)                           |
 
 pub mod addr;
 pub mod admin;
+pub mod alert;
 pub mod cache;
 pub mod config;
 pub mod countrydata;
+pub mod data;
 pub mod db;
 pub mod engine;
 pub mod frozen;
+pub mod guard;
 pub mod listcheck;
+mod loader;
 pub mod logq;
 pub mod netset;
 pub mod process;

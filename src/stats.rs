@@ -52,6 +52,8 @@ counters! {
     db_errors: "Rounds that failed on a database error.",
     db_timeouts: "Rounds that failed on a deadline.",
     loader_panics: "Refresh rounds that ended in an internal error (a panic, caught).",
+    loader_stalls: "Times the request path saw the loader go 3 refresh intervals without a round.",
+    country_load_failures: "Country loads that failed (each followed by a backoff).",
     list_loads: "Times the lists were (re)built.",
     country_loads: "Times the country ranges were (re)built.",
 }
@@ -68,8 +70,16 @@ pub fn bump(c: &AtomicU64) {
 pub struct WorkerStats {
     /// The worker's process id.
     pub pid: u32,
+    /// The process's start time (`/proc/PID/stat` field 22, clock ticks after boot): a pid
+    /// reused by another process after the worker died does not make its file look live.
+    #[serde(default)]
+    pub start_time: Option<u64>,
     /// When the file was written (Unix ms).
     pub written_ms: u64,
+    /// How old `written_ms` may get before the worker's loader counts as stalled (it writes
+    /// the file every round); 0 in files from before this field.
+    #[serde(default)]
+    pub stall_after_ms: u64,
     /// `sipguard_generation.lists` the worker's lists were loaded at (None: never, or no table).
     pub lists_generation: Option<u64>,
     /// `sipguard_generation.countries` the worker's country ranges were loaded at.
@@ -106,7 +116,11 @@ pub fn read_live(dir: &Path) -> std::io::Result<Vec<WorkerStats>> {
         let Ok(stats) = serde_json::from_slice::<WorkerStats>(&text) else {
             continue;
         };
-        if Path::new(&format!("/proc/{}", stats.pid)).exists() {
+        let alive = match stats.start_time {
+            Some(t) => process_start_time(stats.pid) == Some(t),
+            None => Path::new(&format!("/proc/{}", stats.pid)).exists(),
+        };
+        if alive {
             out.push(stats);
         } else {
             let _ = std::fs::remove_file(&path);
@@ -114,6 +128,23 @@ pub fn read_live(dir: &Path) -> std::io::Result<Vec<WorkerStats>> {
     }
     out.sort_by_key(|s| s.pid);
     Ok(out)
+}
+
+/// Start time of process `pid` (field 22 of `/proc/PID/stat`, in clock ticks after boot), or
+/// `None` if there is no such process. With the pid it names one process for good.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl WorkerStats {
+    /// Whether the worker's loader has gone longer than its `stall_after_ms` without a round,
+    /// at `now_ms` (Unix ms).
+    pub fn stalled(&self, now_ms: u64) -> bool {
+        self.stall_after_ms > 0 && now_ms.saturating_sub(self.written_ms) > self.stall_after_ms
+    }
 }
 
 /// Sums the counters of several workers.

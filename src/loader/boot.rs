@@ -1,0 +1,65 @@
+//! Start-up: the snapshot on disk, published before the first database attempt.
+
+use super::{release_freed_memory, Retired};
+use crate::config::Config;
+use crate::data::Data;
+use crate::engine::Lists;
+use crate::logq::Level;
+use crate::snapshot;
+
+/// Publishes the last snapshot, so requests are decided from it until live data comes. Returns
+/// the lines to log should the database turn out to be unavailable (they say what is in force).
+pub(super) fn load_snapshot(
+    cfg: &Config,
+    data: &Data,
+    retired: &mut Retired,
+) -> Vec<(Level, String)> {
+    let mut lines = Vec::new();
+    let Some(dir) = &cfg.snapshot_dir else {
+        return lines;
+    };
+    if data.lists().is_none() {
+        match snapshot::read_lists(dir) {
+            Ok(rows) => {
+                let (lists, _) = Lists::build(&rows, &cfg.scanner_user_agents);
+                lines.push((
+                    Level::Warn,
+                    format!(
+                        "database unavailable at start: enforcing the lists saved in {} ({})",
+                        dir.display(),
+                        lists.summary()
+                    ),
+                ));
+                retired.lists(data.publish_lists(lists));
+            }
+            Err(e) => lines.push((
+                Level::Err,
+                format!(
+                    "no usable list snapshot ({e}); policy on_no_data={:?} applies",
+                    cfg.on_no_data
+                ),
+            )),
+        }
+    }
+    if cfg.country && data.countries().is_none() {
+        match snapshot::read_countries(dir) {
+            Ok(b) => {
+                let rows = b.rows();
+                retired.countries(data.publish_countries(b.build()));
+                release_freed_memory();
+                lines.push((
+                    Level::Warn,
+                    format!(
+                        "database unavailable at start: using the {rows} country ranges saved in {}",
+                        dir.display()
+                    ),
+                ));
+            }
+            Err(e) => lines.push((
+                Level::Err,
+                format!("no usable country snapshot ({e}); get_countrycode answers \"\" until the database is back"),
+            )),
+        }
+    }
+    lines
+}

@@ -1,0 +1,309 @@
+//! The country side: loads `ipcountry`/`ipcountry6` on a thread of its own, only when they
+//! changed, and backs off when a load fails.
+//!
+//! A load reads hundreds of thousands of rows (up to `load_timeout_ms`) and builds ~10 MB of
+//! tables: done in the list loop, it held every list change behind it. Here the list loop only
+//! decides (from the generation and the tables' fingerprint it reads anyway) and starts a
+//! short-lived thread with its own connection, which publishes the ranges and ends. A failed
+//! load is retried after 2, 4, 8 … × `refresh_secs` (at most [`MAX_BACKOFF`], spread by pid),
+//! not at every round by every worker; a change of the tables (an import) is tried at once.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::lists::report_snapshot;
+use super::{panic_message, release_freed_memory, CountryState, Retired};
+use crate::config::Config;
+use crate::data::Data;
+use crate::db;
+use crate::logq::Level;
+use crate::ranges::CountryRanges;
+use crate::snapshot;
+use crate::stats::bump;
+
+/// The longest wait between two attempts at a failing country load.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The wait before attempt `failures + 1`: `refresh` (at least 1 s) × 2^failures, capped at
+/// [`MAX_BACKOFF`], plus up to 25 % by `pid` so a node's workers do not retry in step.
+pub fn backoff(refresh: Duration, failures: u32, pid: u32) -> Duration {
+    let base = refresh.max(Duration::from_secs(1));
+    let wait = base
+        .saturating_mul(1u32 << failures.min(16))
+        .min(MAX_BACKOFF);
+    wait + wait.mul_f64(f64::from(pid % 256) / 1024.0)
+}
+
+/// What a load thread hands back.
+struct Outcome {
+    result: Result<(), String>,
+    /// The ranges it replaced, to be freed off the request path.
+    old: Option<Arc<CountryRanges>>,
+    /// Whether saving the snapshot worked (`None`: not tried).
+    snapshot: Option<std::io::Result<()>>,
+}
+
+/// A load under way.
+struct Running {
+    /// What the tables looked like when it started.
+    wanted: CountryState,
+    started: Instant,
+    rx: mpsc::Receiver<Outcome>,
+    slow_reported: bool,
+}
+
+/// Decides when to load the country tables, runs the loads, and remembers failures.
+pub(super) struct Supervisor {
+    /// The tables' state the ranges in force were loaded at; `None`: none loaded.
+    loaded: Option<CountryState>,
+    /// The last generation seen, reported as loaded when countries are off (for `warm`).
+    seen_generation: Option<u64>,
+    running: Option<Running>,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// No attempt before this, unless the tables change.
+    retry_at: Option<Instant>,
+    /// The state the last failed attempt was for.
+    failed_for: Option<CountryState>,
+    snapshot_failed: bool,
+}
+
+impl Supervisor {
+    pub(super) fn new(_cfg: &Config) -> Supervisor {
+        Supervisor {
+            loaded: None,
+            seen_generation: None,
+            running: None,
+            failures: 0,
+            retry_at: None,
+            failed_for: None,
+            snapshot_failed: false,
+        }
+    }
+
+    /// `sipguard_generation.countries` of the ranges in force (with countries off: the last
+    /// one seen, since there is nothing to load).
+    pub(super) fn generation(&self, cfg: &Config) -> Option<u64> {
+        if cfg.country {
+            self.loaded.as_ref().and_then(|s| s.generation)
+        } else {
+            self.seen_generation
+        }
+    }
+
+    /// After a round that read `state`: starts a load if the tables changed (or were never
+    /// loaded, or have no stable fingerprint yet) and no backoff holds it.
+    pub(super) fn round(&mut self, cfg: &Arc<Config>, data: &Arc<Data>, state: &CountryState) {
+        self.seen_generation = state.generation;
+        if !cfg.country {
+            data.first_attempt_ended(false, true);
+            return;
+        }
+        if self.running.is_some() {
+            return;
+        }
+        let due = state.marker.is_none() || self.loaded.as_ref() != Some(state);
+        if !due {
+            return;
+        }
+        if self.failed_for.as_ref() != Some(state) {
+            // The tables changed since the failure (an import, a repair): worth a try now.
+            self.retry_at = None;
+        }
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let (c, d) = (cfg.clone(), data.clone());
+        let spawned = std::thread::Builder::new()
+            .name("sipguard-cc".into())
+            .spawn(move || {
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&c, &d)))
+                        .unwrap_or_else(|p| Outcome {
+                            result: Err(format!("internal error ({})", panic_message(&*p))),
+                            old: None,
+                            snapshot: None,
+                        });
+                d.first_attempt_ended(false, true);
+                let _ = tx.send(outcome);
+            });
+        match spawned {
+            Ok(_) => {
+                self.running = Some(Running {
+                    wanted: state.clone(),
+                    started: Instant::now(),
+                    rx,
+                    slow_reported: false,
+                })
+            }
+            Err(e) => self.failed(
+                cfg,
+                data,
+                state.clone(),
+                format!("cannot start a thread: {e}"),
+            ),
+        }
+    }
+
+    /// Takes the result of a finished load, if any.
+    pub(super) fn collect(&mut self, cfg: &Config, data: &Data, retired: &mut Retired) {
+        let Some(run) = self.running.as_mut() else {
+            return;
+        };
+        let outcome = match run.rx.try_recv() {
+            Ok(o) => o,
+            Err(mpsc::TryRecvError::Empty) => {
+                let limit = 2 * cfg.load_timeout() + 4 * cfg.query_timeout();
+                if run.started.elapsed() > limit && !run.slow_reported {
+                    run.slow_reported = true;
+                    data.say(
+                        Level::Warn,
+                        format!(
+                            "a country load has been running for {} s (deadline {} s per table); list refresh goes on",
+                            run.started.elapsed().as_secs(),
+                            cfg.load_timeout().as_secs()
+                        ),
+                    );
+                }
+                return;
+            }
+            Err(mpsc::TryRecvError::Disconnected) => Outcome {
+                result: Err("the load thread ended without a result".into()),
+                old: None,
+                snapshot: None,
+            },
+        };
+        let wanted = self.running.take().map(|r| r.wanted).unwrap_or_default();
+        retired.countries(outcome.old);
+        if let (Some(dir), Some(saved)) = (&cfg.snapshot_dir, outcome.snapshot) {
+            report_snapshot(data, &mut self.snapshot_failed, dir, "countries", saved);
+        }
+        match outcome.result {
+            Ok(()) => {
+                if self.failures > 0 {
+                    data.say(
+                        Level::Info,
+                        format!(
+                            "country ranges loaded again after {} failed attempts",
+                            self.failures
+                        ),
+                    );
+                }
+                self.loaded = Some(wanted);
+                self.failures = 0;
+                self.retry_at = None;
+                self.failed_for = None;
+            }
+            Err(e) => self.failed(cfg, data, wanted, e),
+        }
+    }
+
+    fn failed(&mut self, cfg: &Config, data: &Data, wanted: CountryState, why: String) {
+        self.failures += 1;
+        bump(&data.counters.country_load_failures);
+        let wait = backoff(cfg.refresh(), self.failures, std::process::id());
+        self.retry_at = Some(Instant::now() + wait);
+        self.failed_for = Some(wanted);
+        // Said once per streak; the attempts are counted (`country_load_failures`).
+        if self.failures == 1 {
+            let in_force = match data.countries() {
+                Some(r) => {
+                    let (v4, v6) = r.sizes();
+                    format!("keeping the {v4} IPv4 + {v6} IPv6 segments in force")
+                }
+                None => "no country data yet: get_countrycode answers \"\"".into(),
+            };
+            data.say(
+                Level::Err,
+                format!(
+                    "country load failed ({why}); {in_force}; retrying in {} s, backing off to at most {} s, or at once when the tables change",
+                    wait.as_secs(),
+                    MAX_BACKOFF.as_secs()
+                ),
+            );
+        }
+    }
+}
+
+/// One load, on the load thread: its own runtime and connection, then build and publish.
+fn load(cfg: &Config, data: &Data) -> Outcome {
+    let mut out = Outcome {
+        result: Ok(()),
+        old: None,
+        snapshot: None,
+    };
+    let started = Instant::now();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            out.result = Err(format!("cannot build a tokio runtime: {e}"));
+            return out;
+        }
+    };
+    let read = rt.block_on(async {
+        let mut conn = db::connect(&cfg.db_url, cfg.query_timeout()).await?;
+        let read = db::load_countries(&mut conn, cfg.load_timeout()).await;
+        let _ = tokio::time::timeout(cfg.query_timeout(), conn.disconnect()).await;
+        read
+    });
+    let (builder, load) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            out.result = Err(e.to_string());
+            return out;
+        }
+    };
+    if let Some(dir) = &cfg.snapshot_dir {
+        out.snapshot = Some(snapshot::write_countries(dir, &builder));
+    }
+    let ranges = builder.build();
+    drop(rt);
+    let (v4, v6) = ranges.sizes();
+    out.old = data.publish_countries(ranges);
+    bump(&data.counters.country_loads);
+    release_freed_memory();
+    let missing = if load.missing.is_empty() {
+        String::new()
+    } else {
+        format!(", missing tables: {}", load.missing.join(", "))
+    };
+    data.say(
+        Level::Info,
+        format!(
+            "country ranges loaded: {} rows ({} skipped) -> {v4} IPv4 + {v6} IPv6 segments in {} ms{missing}",
+            load.rows,
+            load.skipped,
+            started.elapsed().as_millis()
+        ),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_spread_by_pid() {
+        let r = Duration::from_secs(1);
+        assert_eq!(backoff(r, 1, 0), Duration::from_secs(2));
+        assert_eq!(backoff(r, 2, 0), Duration::from_secs(4));
+        assert_eq!(backoff(r, 3, 0), Duration::from_secs(8));
+        assert_eq!(backoff(r, 30, 0), MAX_BACKOFF);
+        assert_eq!(
+            backoff(Duration::from_millis(10), 1, 0),
+            Duration::from_secs(2)
+        );
+        let spread = backoff(r, 3, 255);
+        assert!(
+            spread > Duration::from_secs(8) && spread <= Duration::from_secs(10),
+            "{spread:?}"
+        );
+        assert!(backoff(r, 30, 255) <= MAX_BACKOFF.mul_f64(1.25));
+    }
+}
