@@ -76,6 +76,17 @@ fn kamailio_logs_to_stderr() -> Option<bool> {
     }
 }
 
+/// This Kamailio process's rank (`process_no`), for the `rank(pid)` prefix Kamailio puts on
+/// every line it writes to standard error; `None` outside Kamailio.
+fn kamailio_process_no() -> Option<c_int> {
+    // SAFETY: as in `kamailio_logs_to_stderr`; `process_no` is set in each child at fork,
+    // before any check call builds the guard that reads it.
+    unsafe {
+        let p = libc::dlsym(libc::RTLD_DEFAULT, c"process_no".as_ptr());
+        (!p.is_null()).then(|| *(p as *const c_int))
+    }
+}
+
 /// Where a line is written, resolved once per worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sink {
@@ -87,6 +98,8 @@ enum Sink {
 /// The loader's log: writes each line at once to the resolved destination, or queues it.
 pub struct Alerts {
     sink: Sink,
+    /// `" 3(1234) "`: Kamailio's own prefix for this process's lines on standard error.
+    prefix: String,
 }
 
 impl Alerts {
@@ -101,12 +114,20 @@ impl Alerts {
             LogTarget::Stderr => Sink::Stderr,
             LogTarget::Kamailio => Sink::Queue,
         };
-        Alerts { sink }
+        let pid = std::process::id();
+        let prefix = match kamailio_process_no() {
+            Some(rank) => format!("{rank:>2}({pid}) "),
+            None => format!("({pid}) "),
+        };
+        Alerts { sink, prefix }
     }
 
     /// Lines queued for the next request (target `kamailio`), for a test to check.
     pub fn queue() -> Alerts {
-        Alerts { sink: Sink::Queue }
+        Alerts {
+            sink: Sink::Queue,
+            prefix: String::new(),
+        }
     }
 
     /// Where lines go, for the start-up line and the tests: `syslog`, `stderr` or `kamailio`.
@@ -130,7 +151,7 @@ impl Alerts {
                     Level::Err => "ERROR",
                 };
                 // One write per line, so lines of concurrent writers do not interleave.
-                let line = format!(" ({}) {word}: sipguard: {msg}\n", std::process::id());
+                let line = format!("{}{word}: sipguard: {msg}\n", self.prefix);
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
             Sink::Syslog(facility) => {

@@ -12,6 +12,7 @@
 //! | `cache`    | per-source LRU with TTL                                      |
 //! | `config`   | the JSON config file                                         |
 //! | `db`       | MySQL reads, each under a deadline                           |
+//! | `atomicfile` | files replaced whole, synced, never through a link       |
 //! | `snapshot` | last loaded data on disk, for starts without the database |
 //! | `stats`    | per-worker counters, published as files                 |
 //! | `logq`     | log lines for `KSR.log`, printed by the next request          |
@@ -26,6 +27,7 @@
 pub mod addr;
 pub mod admin;
 pub mod alert;
+pub mod atomicfile;
 pub mod cache;
 pub mod config;
 pub mod countrydata;

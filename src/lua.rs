@@ -318,7 +318,14 @@ unsafe extern "C-unwind" fn check(l: *mut ffi::lua_State) -> c_int {
 
 /// Builds the module table; `require "sipguard"` returns it. Does no I/O: it runs in
 /// Kamailio's main process before fork, and again in every child.
-#[mlua::lua_module(skip_memory_check)]
+///
+/// Without `skip_memory_check`: mlua then runs every allocating call of its own (tables,
+/// strings, the logger call in [`emit`]) in protected mode, so an out-of-memory error comes
+/// back as a `Result` instead of a `longjmp` over Rust frames that still own values (a leaked
+/// `String`, a lock never released). The request path's raw calls are ordered for the same
+/// reason: arguments are read before anything is owned, answers pushed after everything is
+/// dropped (see [`answer`]); `tests/lua/oom_host.c` fails allocations at every point to check.
+#[mlua::lua_module]
 fn sipguard(lua: &Lua) -> LuaResult<LuaTable> {
     let t = lua.create_table()?;
     t.set("init", lua.create_function(init)?)?;

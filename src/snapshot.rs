@@ -3,9 +3,10 @@
 //!
 //! Two files in `snapshot_dir`: `lists.snap` (small, rewritten on every list change) and
 //! `countries.snap` (~10 MB, rewritten when the country tables change). Each is sealed: magic,
-//! format version, payload length and a CRC-32 of the payload; written to a temporary file and
-//! renamed, so a reader sees the old file or the new one, never half of one. A file that fails
-//! any check is refused with the reason, never half-used.
+//! format version, payload length and a CRC-32 of the payload; replaced whole and synced
+//! ([`crate::atomicfile`]), so a reader sees the old file or the new one, never half of one,
+//! even after a power cut. A file that fails any check is refused with the reason, never
+//! half-used.
 
 use std::path::{Path, PathBuf};
 
@@ -66,14 +67,6 @@ fn unseal<'a>(magic: &[u8; 4], bytes: &'a [u8]) -> Result<&'a [u8], String> {
     Ok(payload)
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    // One temporary name per process: workers writing the same data at once do not collide.
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dir.join(name))
-}
-
 fn read(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), SnapshotError> {
     let path = dir.join(name);
     let bytes = std::fs::read(&path).map_err(|source| SnapshotError::Io {
@@ -86,7 +79,7 @@ fn read(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), SnapshotError> {
 /// Saves the list rows.
 pub fn write_lists(dir: &Path, rows: &ListRows) -> std::io::Result<()> {
     let payload = serde_json::to_vec(rows).map_err(std::io::Error::other)?;
-    write(dir, LISTS.0, &seal(LISTS.1, &payload))
+    crate::atomicfile::replace(dir, LISTS.0, &seal(LISTS.1, &payload))
 }
 
 /// Loads the list rows saved by [`write_lists`].
@@ -102,7 +95,7 @@ pub fn read_lists(dir: &Path) -> Result<ListRows, SnapshotError> {
 
 /// Saves the country rows (before flattening, so reading them back rebuilds the same table).
 pub fn write_countries(dir: &Path, rows: &CountryRangesBuilder) -> std::io::Result<()> {
-    write(dir, COUNTRIES.0, &seal(COUNTRIES.1, &rows.encode()))
+    crate::atomicfile::replace(dir, COUNTRIES.0, &seal(COUNTRIES.1, &rows.encode()))
 }
 
 /// Loads the country rows saved by [`write_countries`].

@@ -1,8 +1,8 @@
 //! Per-worker counters, and the files through which workers publish them.
 //!
 //! Each Kamailio worker has its own copy of the module, so counters live in the worker. Its
-//! loader thread writes them every refresh round to `<stats_dir>/<pid>.json` (write to a
-//! temporary file, then rename: a reader never sees half a file); `sipguard-admin stats` reads
+//! loader thread writes them every refresh round to `<stats_dir>/<pid>.json` (replaced whole:
+//! a reader never sees half a file); `sipguard-admin stats` reads
 //! the files of live workers and adds them up. No shared memory, no database writes: the
 //! module's database user stays read-only.
 
@@ -90,15 +90,10 @@ pub struct WorkerStats {
     pub counters: BTreeMap<String, u64>,
 }
 
-/// Writes `stats` to `<dir>/<pid>.json` atomically.
+/// Writes `stats` to `<dir>/<pid>.json`, replaced whole ([`crate::atomicfile`]).
 pub fn write(dir: &Path, stats: &WorkerStats) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.json.tmp", stats.pid));
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(stats).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&tmp, dir.join(format!("{}.json", stats.pid)))
+    let bytes = serde_json::to_vec(stats).map_err(std::io::Error::other)?;
+    crate::atomicfile::replace(dir, &format!("{}.json", stats.pid), &bytes)
 }
 
 /// Reads the files of workers that are still alive; files of dead processes are skipped (and

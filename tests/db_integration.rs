@@ -5,6 +5,7 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -392,4 +393,248 @@ fn with_country_off_a_worker_reports_the_countries_generation_for_warm() {
         reported,
         "countries_generation not reported with country off"
     );
+}
+
+/// Issue 12 item 5: a country load that takes its time (the table locked by another session,
+/// up to `load_timeout_ms`) no longer holds list changes behind it.
+#[test]
+fn a_slow_country_load_does_not_hold_list_changes() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let (url, ro_url) = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_slowcc").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        common::load_country_slice(&mut c).await;
+        let ro = common::read_only_user(&admin, "sgt_slowcc", "sgt_slowcc_ro").await;
+        (url, ro)
+    });
+    let g = Guard::start(config(&ro_url, r#", "load_timeout_ms": 8000"#));
+    assert!(eventually(Duration::from_secs(5), || g
+        .country_code("2.20.179.10")
+        == "ES"));
+    // Past the 2 s in which an edited table has no stable fingerprint (one more load).
+    std::thread::sleep(Duration::from_secs(3));
+    let loads_before = g.data().counters.country_loads.load(Ordering::Relaxed);
+    let mut lock = rt.block_on(common::connect(&url));
+    rt.block_on(async {
+        let mut c = common::connect(&url).await;
+        c.query_drop("UPDATE sipguard_generation SET gen = gen + 1 WHERE name = 'countries'")
+            .await
+            .unwrap();
+        lock.query_drop("LOCK TABLES ipcountry WRITE")
+            .await
+            .unwrap();
+    });
+    // The reload starts and waits on the lock: its query is in the process list.
+    let waiting = eventually(Duration::from_secs(4), || {
+        rt.block_on(async {
+            let mut c = common::connect(&admin).await;
+            let n: Option<u64> = c
+                .query_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                     WHERE USER = 'sgt_slowcc_ro' AND INFO LIKE 'SELECT ipfrom, ipto, countrycode FROM ipcountry%'",
+                )
+                .await
+                .unwrap();
+            n == Some(1)
+        })
+    });
+    assert!(waiting, "the country reload is not waiting on the lock");
+    rt.block_on(async {
+        let mut c = common::connect(&url).await;
+        c.query_drop(
+            "INSERT INTO black_list (ip, detail) VALUES ('192.0.2.77', 'during a slow load')",
+        )
+        .await
+        .unwrap();
+    });
+    let t0 = Instant::now();
+    let seen = eventually(Duration::from_secs(3), || {
+        g.check_blacklist("192.0.2.77").status() == "black"
+    });
+    let took = t0.elapsed();
+    rt.block_on(lock.query_drop("UNLOCK TABLES")).unwrap();
+    assert!(
+        seen,
+        "the list change was not seen while a country load was under way"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the list change took {took:?} behind a slow country load"
+    );
+    assert!(
+        eventually(Duration::from_secs(6), || g
+            .data()
+            .counters
+            .country_loads
+            .load(Ordering::Relaxed)
+            > loads_before),
+        "the held country load did not complete once the lock was gone"
+    );
+}
+
+/// Issue 12 item 5: a country load that fails (here: no grant on the country tables) is retried
+/// with a backoff, not at every round, said once, and retried at once when the tables change.
+#[test]
+fn failed_country_loads_back_off_and_an_import_retries_at_once() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let lists_only = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_backoff").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        common::load_country_slice(&mut c).await;
+        let mut a = common::connect(&admin).await;
+        a.query_drop("DROP USER IF EXISTS 'sgt_nocc'@'127.0.0.1'")
+            .await
+            .unwrap();
+        a.query_drop("CREATE USER 'sgt_nocc'@'127.0.0.1' IDENTIFIED BY 'pw'")
+            .await
+            .unwrap();
+        for t in [
+            "black_list",
+            "white_list",
+            "black_list_country",
+            "black_list_user",
+            "black_list_ua",
+            "sipguard_generation",
+        ] {
+            a.query_drop(format!(
+                "GRANT SELECT ON sgt_backoff.{t} TO 'sgt_nocc'@'127.0.0.1'"
+            ))
+            .await
+            .unwrap();
+        }
+        url.replace("sipguard_admin:admin-secret", "sgt_nocc:pw")
+    });
+    assert!(lists_only.contains("sgt_nocc:pw"), "{lists_only}");
+    let started = Instant::now();
+    let g = Guard::start(config(&lists_only, ""));
+    assert_eq!(g.check_blacklist("192.0.2.1"), Verdict::Clear);
+    // The lists keep loading while every country load fails.
+    rt.block_on(async {
+        let mut c = common::connect(&admin.replace("/kamailio", "/sgt_backoff")).await;
+        c.query_drop("INSERT INTO black_list (ip, detail) VALUES ('192.0.2.88', 'x')")
+            .await
+            .unwrap();
+    });
+    assert!(eventually(Duration::from_secs(2), || g
+        .check_blacklist("192.0.2.88")
+        .status()
+        == "black"));
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(started.elapsed()));
+    let failures = g
+        .data()
+        .counters
+        .country_load_failures
+        .load(Ordering::Relaxed);
+    let rounds = g.data().counters.db_rounds.load(Ordering::Relaxed);
+    // One attempt per round would be ~9; after 2, 4, 8 s (+ up to 25 %) it is 3.
+    assert!(
+        (2..=4).contains(&failures),
+        "{failures} failed country loads in {rounds} rounds"
+    );
+    let logs: Vec<String> = g.take_logs().into_iter().map(|l| l.1).collect();
+    let said = logs
+        .iter()
+        .filter(|l| l.contains("country load failed"))
+        .count();
+    assert_eq!(said, 1, "{logs:?}");
+    // An import (the generation moves) is tried at once, not after the backoff.
+    rt.block_on(async {
+        let mut a = common::connect(&admin).await;
+        for t in ["ipcountry", "ipcountry6"] {
+            a.query_drop(format!(
+                "GRANT SELECT ON sgt_backoff.{t} TO 'sgt_nocc'@'127.0.0.1'"
+            ))
+            .await
+            .unwrap();
+        }
+        a.query_drop(
+            "UPDATE sgt_backoff.sipguard_generation SET gen = gen + 1 WHERE name = 'countries'",
+        )
+        .await
+        .unwrap();
+    });
+    assert!(
+        eventually(Duration::from_secs(3), || g.country_code("2.20.179.10")
+            == "ES"),
+        "the import was not loaded at once"
+    );
+    // Said by the loader when it collects the load's result, at its next round.
+    let mut logs = Vec::new();
+    let recovered = eventually(Duration::from_secs(3), || {
+        logs.extend(g.take_logs().into_iter().map(|l| l.1));
+        logs.iter().any(|l| l.contains("loaded again after"))
+    });
+    assert!(recovered, "{logs:?}");
+}
+
+/// Issue 12 item 2: a loader that stops completing rounds (here held by a test hook, as a hung
+/// disk would) is logged by the request path, once, and its stats file shows it stalled.
+#[test]
+fn a_stalled_loader_is_logged_once_and_shown_in_stats() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let url = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_stall").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        url
+    });
+    let dir = std::env::temp_dir().join(format!("sgt-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let extra = format!(
+        r#", "country": false, "test_hooks": true, "stats_dir": "{}""#,
+        dir.display()
+    );
+    let g = Guard::start(config(&url, &extra));
+    let stall_after = g.config().stall_after();
+    assert_eq!(stall_after, Duration::from_secs(3));
+    assert_eq!(g.check_blacklist("192.0.2.1"), Verdict::Clear);
+    rt.block_on(async {
+        let mut c = common::connect(&url).await;
+        c.query_drop("INSERT INTO black_list (ip, detail) VALUES ('192.0.2.99', 'sipguard-test-loader-stall')")
+            .await
+            .unwrap();
+    });
+    // Requests keep coming; the stall is said within a few of them once it passes stall_after.
+    let mut said = Vec::new();
+    let mut stalled_in_stats = false;
+    let end = Instant::now() + stall_after * 2 + Duration::from_secs(1);
+    while Instant::now() < end {
+        for _ in 0..64 {
+            g.check_blacklist("192.0.2.1");
+        }
+        said.extend(
+            g.take_logs()
+                .into_iter()
+                .map(|l| l.1)
+                .filter(|l| l.contains("has not completed a refresh round")),
+        );
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        stalled_in_stats |= sipguard::stats::read_live(&dir)
+            .unwrap()
+            .iter()
+            .any(|w| w.stalled(now_ms));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("busy: writing a snapshot file"),
+        "{said:?}"
+    );
+    assert!(stalled_in_stats, "the stats file never showed the stall");
+    assert_eq!(g.data().counters.loader_stalls.load(Ordering::Relaxed), 1);
 }

@@ -478,10 +478,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 stats::read_live(&dir).with_context(|| format!("reading {}", dir.display()))?;
             let total = stats::total(&workers);
             if *json {
+                let stalled = stalled_pids(&workers);
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({"workers": workers, "total": total})
+                        &serde_json::json!({"workers": workers, "total": total, "stalled": stalled})
                     )?
                 );
             } else {
@@ -515,7 +516,38 @@ fn print_stats(workers: &[stats::WorkerStats], total: &std::collections::BTreeMa
         );
     }
     println!();
+    print!("{:<26}", "loader");
+    let now = now_ms();
+    for w in workers {
+        let state = if w.stalled(now) {
+            format!("stalled {}s", now.saturating_sub(w.written_ms) / 1000)
+        } else if w.db_down {
+            "db down".into()
+        } else {
+            "ok".into()
+        };
+        print!("{state:>12}");
+    }
+    println!();
     println!("{} live worker(s)", workers.len());
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Workers whose loader has not written its stats file (it does every round) for longer than
+/// its own stall bound: their data is frozen.
+fn stalled_pids(workers: &[stats::WorkerStats]) -> Vec<u32> {
+    let now = now_ms();
+    workers
+        .iter()
+        .filter(|w| w.stalled(now))
+        .map(|w| w.pid)
+        .collect()
 }
 
 async fn warm(cli: &Cli, timeout: u64) -> anyhow::Result<u8> {
@@ -548,8 +580,14 @@ async fn warm(cli: &Cli, timeout: u64) -> anyhow::Result<u8> {
             return Ok(0);
         }
         if Instant::now() >= deadline {
+            let stalled = stalled_pids(&workers);
+            let stalled = if stalled.is_empty() {
+                String::new()
+            } else {
+                format!("; loader stalled (no refresh round for 3 intervals) in {stalled:?}")
+            };
             eprintln!(
-                "sipguard-admin: after {timeout} s, {} of {} worker(s) have not reloaded: {behind:?} (workers start loading at their first request)",
+                "sipguard-admin: after {timeout} s, {} of {} worker(s) have not reloaded: {behind:?} (workers start loading at their first request){stalled}",
                 behind.len(),
                 workers.len()
             );

@@ -70,7 +70,7 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    pub(super) fn new(_cfg: &Config) -> Supervisor {
+    pub(super) fn new() -> Supervisor {
         Supervisor {
             loaded: None,
             seen_generation: None,

@@ -143,7 +143,7 @@ async fn rounds(cfg: Arc<Config>, data: Arc<Data>) {
     .unwrap_or_default();
     let mut snapshot_tried = false;
     let mut round = Round::default();
-    let mut country = countries::Supervisor::new(&cfg);
+    let mut country = countries::Supervisor::new();
     let mut panicking = false;
     let mut stats_failed = false;
     loop {

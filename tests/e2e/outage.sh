@@ -77,5 +77,21 @@ sleep 0.5
 grep -q 'no usable list snapshot (.*lists.snap: truncated' "$LOG" && ok "a truncated snapshot is refused with the reason" || ko "corrupt snapshot" "$(grep -m1 snapshot "$LOG")"
 sg_mariadb_start "$dir/db" "$port" >/dev/null 2>&1
 sg_eventually_dropped "$LOG" 127.0.0.4 198.51.100.9 && ok "MariaDB back: live data enforced again without a restart" || ko "back to live" "not dropped"
+# A quiet node: no request at all while MariaDB dies. The workers' loader threads write the
+# alert themselves (here to Kamailio's stderr, as it runs with -E), within 2 s, not at the
+# next request.
+sleep 2
+before=$(grep -c 'database unavailable (' "$LOG")
+t0=$(date +%s%N)
+kill -9 "$(cat "$dir/db/mysqld.bgpid")"
+waited=""
+for _ in $(seq 1 40); do
+    if [ "$(grep -c 'database unavailable (' "$LOG")" -gt "$before" ]; then
+        waited=$(( ($(date +%s%N) - t0) / 1000000 )); break
+    fi
+    sleep 0.05
+done
+[ -n "$waited" ] && [ "$waited" -le 2000 ] && ok "quiet node: the outage alert is in the log ${waited} ms after MariaDB died, with no request" \
+    || ko "quiet node alert" "no 'database unavailable' line within 2 s without traffic"
 
 sg_suite_end

@@ -61,4 +61,15 @@ os.execvp(sys.argv[1], sys.argv[1:])' "$lua" -e \
         echo "FAIL $lua: stderr a broken pipe: '$out'"; echo "lua-stderr: 0 passed, 1 failed"; status=1
     fi
 done
+
+# Out of memory inside the module's calls (Lua 5.1, as Debian's app_lua): a host whose allocator
+# fails at every point in turn. No crash, no hang, nothing owned by Rust skipped by the longjmp.
+echo "== lua5.1 with a failing allocator (tests/lua/oom_host.c)"
+if gcc -O1 -o "$dir/oom_host" "$SG_ROOT/tests/lua/oom_host.c" $(pkg-config --cflags --libs lua5.1); then
+    printf '{"db_url": "mysql://u:p@127.0.0.1:1/db", "country": false, "stats_dir": null, "snapshot_dir": null, "log_interval_secs": 0, "log_target": "kamailio"}' >"$dir/oom.json"
+    cpath=$(sg_cpath_dir "$dir/oom" "$SG_ROOT/target/release/libsipguard.so")
+    LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/oom.json" timeout 300 "$dir/oom_host" "$SG_ROOT/tests/lua/oom_setup.lua" 2>"$dir/oom.err" || status=1
+else
+    echo "FAIL oom_host does not build (liblua5.1-0-dev, gcc)"; echo "oom: 0 passed, 1 failed"; status=1
+fi
 exit $status
