@@ -177,6 +177,21 @@ mod tests {
             ..WorkerStats::default()
         };
         write(&dir, &dead).unwrap();
+        // A file from a process that died, whose pid is now someone else's (here: ours, with
+        // another start time), is not live either.
+        let mut reused = WorkerStats {
+            start_time: process_start_time(std::process::id()).map(|t| t + 1),
+            ..me.clone()
+        };
+        assert!(reused.start_time.is_some());
+        reused.pid = std::process::id();
+        write(&dir.join("reused"), &reused).unwrap();
+        assert!(read_live(&dir.join("reused")).unwrap().is_empty());
+        let me = WorkerStats {
+            start_time: process_start_time(std::process::id()),
+            ..me
+        };
+        write(&dir, &me).unwrap();
         let live = read_live(&dir).unwrap();
         assert_eq!(live, vec![me.clone()]);
         assert!(!dir.join(format!("{}.json", u32::MAX - 1)).exists());

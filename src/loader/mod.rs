@@ -391,3 +391,27 @@ fn report_missing_generation(data: &Data, round: &mut Round, gens: Option<Genera
     }
     round.reported_missing_generation = !missing.is_empty();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_generation_is_freed_here_once_no_request_holds_it() {
+        let data = Data::default();
+        let mut retired = Retired::default();
+        retired.lists(data.publish_lists(Lists::default()));
+        // A request took the first generation and still holds it.
+        let held = data.lists().unwrap();
+        let weak = Arc::downgrade(&held);
+        retired.lists(data.publish_lists(Lists::default()));
+        retired.free_unused();
+        assert_eq!(retired.lists.len(), 1, "kept while a request holds it");
+        // The request moves on: its drop only decrements, the loader frees.
+        drop(held);
+        assert_eq!(weak.strong_count(), 1);
+        retired.free_unused();
+        assert!(retired.lists.is_empty());
+        assert_eq!(weak.strong_count(), 0);
+    }
+}

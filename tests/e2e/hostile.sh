@@ -64,6 +64,30 @@ for cfg_name in $(sg_configs); do
                INSERT INTO black_list (ip, detail) VALUES ('192.0.2.202', 'after the loader panic')"
     sg_eventually_dropped "$LOG" 127.0.0.64 192.0.2.202 && ok "$cfg_name: the loader goes on after the panic: a new black_list row is enforced" || ko "$cfg_name: after loader panic" "192.0.2.202 not dropped"
     sg_sql -e "DELETE FROM black_list WHERE ip = '192.0.2.202'"
+
+    # A stalled loader (test hook: its round blocks for 2 x stall_after, 6 s here, as on a hung
+    # disk): `sipguard-admin stats` shows it, requests log it once per worker, it ends by itself.
+    stats() { "$SG_ROOT/target/release/sipguard-admin" --config "$kam/sipguard.json" stats; }
+    sg_sql -e "INSERT INTO black_list (ip, detail) VALUES ('192.0.2.203', 'sipguard-test-loader-stall')"
+    shown=""
+    for i in $(seq 1 40); do
+        shown=$(stats 2>/dev/null | grep -m1 '^loader .*stalled') && break
+        sleep 0.25
+    done
+    [ -n "$shown" ] && ok "$cfg_name: sipguard-admin stats shows the stalled loader: $(tr -s ' ' <<<"$shown")" || ko "$cfg_name: stall in stats" "$(stats 2>&1 | tail -3)"
+    for i in $(seq 1 40); do sg_options "$dir" 127.0.0.65 3.2.35.60 "stall$i" >/dev/null; done
+    stall_re='sipguard: the loader thread has not completed a refresh round for'
+    said=$(grep -c "$stall_re" "$LOG")
+    most=$(grep "$stall_re" "$LOG" | grep -oE '^ *[0-9]+\([0-9]+\)' | sort | uniq -c | sort -rn | awk 'NR==1 {print $1}')
+    [ "$said" -ge 1 ] && [ "${most:-0}" = 1 ] && ok "$cfg_name: the stall is logged by the request path, once per worker ($said workers)" \
+        || ko "$cfg_name: stall logged" "$said lines, at most $most from one worker"
+    sg_sql -e "DELETE FROM black_list WHERE detail = 'sipguard-test-loader-stall'"
+    back=""
+    for i in $(seq 1 60); do
+        back=$(stats 2>/dev/null | grep -m1 '^loader ') && ! grep -q stalled <<<"$back" && break
+        back=""; sleep 0.25
+    done
+    [ -n "$back" ] && ok "$cfg_name: the loader resumes by itself: $(tr -s ' ' <<<"$back")" || ko "$cfg_name: stall ends" "$(stats 2>&1 | grep loader)"
     sg_assert_clean_log "$cfg_name" "$LOG"
     sg_kamailio_stop "$kam"
 done
