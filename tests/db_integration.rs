@@ -638,3 +638,43 @@ fn a_stalled_loader_is_logged_once_and_shown_in_stats() {
     assert!(stalled_in_stats, "the stats file never showed the stall");
     assert_eq!(g.data().counters.loader_stalls.load(Ordering::Relaxed), 1);
 }
+
+/// Issue 12 item 9: a row the driver cannot convert (here bytes that are not UTF-8 in a column
+/// made binary by hand) is skipped, named once, and the other rows are enforced.
+#[test]
+fn unreadable_rows_are_skipped_and_named_once() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let url = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_unreadable").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        c.query_drop(
+            "ALTER TABLE black_list MODIFY ip VARBINARY(64);
+             INSERT INTO black_list (ip, detail) VALUES ('198.51.100.0/24', 'ok'), (UNHEX('C328FF'), 'not text')",
+        )
+        .await
+        .unwrap();
+        url
+    });
+    let g = Guard::start(config(&url, r#", "country": false"#));
+    assert_eq!(g.check_blacklist("198.51.100.1").status(), "black");
+    rt.block_on(async {
+        let mut c = common::connect(&url).await;
+        c.query_drop("INSERT INTO black_list (ip, detail) VALUES ('203.0.113.5', 'later')")
+            .await
+            .unwrap();
+    });
+    assert!(eventually(Duration::from_secs(3), || g
+        .check_blacklist("203.0.113.5")
+        .status()
+        == "black"));
+    let logs: Vec<String> = g.take_logs().into_iter().map(|l| l.1).collect();
+    let named: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("black_list: row 2 (in id order) cannot be read"))
+        .collect();
+    assert_eq!(named.len(), 1, "{logs:?}");
+}

@@ -42,6 +42,19 @@ pub(super) async fn load(
             ),
         );
     }
+    // Rows the driver could not convert (no id to name: a value that is not text, e.g. bytes
+    // that are not UTF-8 in a binary column made by hand) are skipped, and said once.
+    for b in &tables.bad {
+        if round.logged_unreadable.insert((b.table, b.n)) {
+            data.say(
+                Level::Warn,
+                format!(
+                    "{}: row {} (in id order) cannot be read as (id, text, text); skipped",
+                    b.table, b.n
+                ),
+            );
+        }
+    }
     if round.last_lists.as_ref() == Some(&tables.rows) {
         return Ok(());
     }

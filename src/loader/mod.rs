@@ -52,6 +52,8 @@ struct Round {
     healthy: Option<bool>,
     /// Bad rows are logged once per id, not on every refresh.
     logged_bad: HashSet<(&'static str, i64)>,
+    /// Rows the driver could not convert, logged once per table and position.
+    logged_unreadable: HashSet<(&'static str, usize)>,
 }
 
 /// What a round saw of the country tables, for the country side to decide on.
