@@ -68,17 +68,30 @@ pub fn facility(name: &str) -> Option<c_int> {
 /// Whether this process is a Kamailio that logs to standard error: its core's `log_stderr`
 /// global, found by name (Kamailio exports its symbols for modules). `None` outside Kamailio.
 fn kamailio_logs_to_stderr() -> Option<bool> {
-    // SAFETY: dlsym with RTLD_DEFAULT only looks a name up; the symbol, when Kamailio's, is
-    // its `int log_stderr`, read once (it is set while parsing the cfg, before the fork).
+    if !in_kamailio() {
+        return None;
+    }
+    // SAFETY: dlsym with RTLD_DEFAULT only looks a name up; in Kamailio the symbol is its core's
+    // `int log_stderr`, read once (set while parsing the cfg, before the fork).
     unsafe {
         let p = libc::dlsym(libc::RTLD_DEFAULT, c"log_stderr".as_ptr());
         (!p.is_null()).then(|| *(p as *const c_int) != 0)
     }
 }
 
+/// Whether this process is Kamailio: its core exports `_ksr_is_main`, a name no other program
+/// uses, so `log_stderr` and `process_no` are Kamailio's ints and not another program's.
+fn in_kamailio() -> bool {
+    // SAFETY: only looks the name up.
+    unsafe { !libc::dlsym(libc::RTLD_DEFAULT, c"_ksr_is_main".as_ptr()).is_null() }
+}
+
 /// This Kamailio process's rank (`process_no`), for the `rank(pid)` prefix Kamailio puts on
 /// every line it writes to standard error; `None` outside Kamailio.
 fn kamailio_process_no() -> Option<c_int> {
+    if !in_kamailio() {
+        return None;
+    }
     // SAFETY: as in `kamailio_logs_to_stderr`; `process_no` is set in each child at fork,
     // before any check call builds the guard that reads it.
     unsafe {
@@ -145,11 +158,7 @@ impl Alerts {
         match self.sink {
             Sink::Queue => queue.push(level, msg),
             Sink::Stderr => {
-                let word = match level {
-                    Level::Info => "INFO",
-                    Level::Warn => "WARNING",
-                    Level::Err => "ERROR",
-                };
+                let word = level.as_kamailio_word();
                 // One write per line, so lines of concurrent writers do not interleave.
                 let line = format!("{}{word}: sipguard: {msg}\n", self.prefix);
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());

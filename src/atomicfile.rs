@@ -26,20 +26,46 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     replace_with(dir, name, |f| f.write_all(bytes))
 }
 
+/// [`replace`] without the syncs, for a file rewritten every second whose loss in a crash
+/// costs nothing (the stats files, on a tmpfs by default): a slow disk must not slow the
+/// loader's rounds.
+pub fn replace_volatile(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_then_rename(dir, name, |f| f.write_all(bytes), false)
+}
+
+/// Creates `dir` and its parents if missing, mode 0750 (private to Kamailio's user and group).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o750).create(dir)
+}
+
 /// [`replace`] with the content written by `write` (which may fail, as a full disk does).
 pub fn replace_with(
     dir: &Path,
     name: &str,
     write: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o750).create(dir)?;
+    write_then_rename(dir, name, write, true)
+}
+
+fn write_then_rename(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+    durable: bool,
+) -> io::Result<()> {
+    create_private_dir(dir)?;
     let (tmp, mut file) = create_temp(dir, name)?;
     let result = (|| {
         write(&mut file)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         drop(file);
         std::fs::rename(&tmp, dir.join(name))?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         // Gone already if the rename happened and only the directory sync failed.

@@ -306,10 +306,17 @@ impl Config {
     }
 
     /// How long a loader may go without completing a refresh round before it counts as
-    /// stalled: 3 × `refresh_secs`, and never less than one round's worth of deadlines
-    /// (connect, generations, country marker, lists) after the pause.
+    /// stalled: 3 × `refresh_secs`, and never less than the pause plus every deadline a round
+    /// can meet (connect, generations, the five list tables, the country marker: 8 ×
+    /// `query_timeout_ms`) plus a second for building and writing.
     pub fn stall_after(&self) -> Duration {
-        (3 * self.refresh()).max(self.refresh() + 4 * self.query_timeout())
+        let round = self
+            .query_timeout()
+            .saturating_mul(8)
+            .saturating_add(Duration::from_secs(1));
+        self.refresh()
+            .saturating_mul(3)
+            .max(self.refresh().saturating_add(round))
     }
 
     /// [`Self::query_timeout_ms`] as a `Duration`.

@@ -147,11 +147,6 @@ impl Data {
         self.alerts.say(&self.logs, level, msg);
     }
 
-    /// Where loader lines go (`syslog`, `stderr`, `kamailio`).
-    pub fn log_destination(&self) -> &'static str {
-        self.alerts.destination()
-    }
-
     /// The first attempt at the lists (`lists`) or at the country ranges has ended.
     pub fn first_attempt_ended(&self, lists: bool, countries: bool) {
         let (m, cv) = &self.first_attempt;

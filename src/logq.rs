@@ -20,6 +20,15 @@ pub enum Level {
 }
 
 impl Level {
+    /// The word Kamailio writes for this level on its own lines (`WARNING: …`).
+    pub fn as_kamailio_word(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warn => "WARNING",
+            Level::Err => "ERROR",
+        }
+    }
+
     /// The level string `KSR.log` expects.
     pub fn as_ksr(self) -> &'static str {
         match self {

@@ -52,14 +52,14 @@ counters! {
     db_errors: "Rounds that failed on a database error.",
     db_timeouts: "Rounds that failed on a deadline.",
     loader_panics: "Refresh rounds that ended in an internal error (a panic, caught).",
-    loader_stalls: "Times the request path saw the loader go 3 refresh intervals without a round.",
+    loader_stalls: "Times the request path saw the loader go past its stall bound without a round.",
     country_load_failures: "Country loads that failed (each followed by a backoff).",
     list_loads: "Times the lists were (re)built.",
     country_loads: "Times the country ranges were (re)built.",
 }
 
-/// Bumps a counter. Each counter has a single writer (the request path or the loader thread
-/// writes it, never both), so a plain load and store suffice: a locked read-modify-write on a
+/// Bumps a counter. Each counter has a single writer (the request path, the list loop or the
+/// country load thread writes it, never two of them), so a plain load and store suffice: a locked read-modify-write on a
 /// cold cache line would stall the request for a full memory round trip.
 pub fn bump(c: &AtomicU64) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
@@ -93,7 +93,7 @@ pub struct WorkerStats {
 /// Writes `stats` to `<dir>/<pid>.json`, replaced whole ([`crate::atomicfile`]).
 pub fn write(dir: &Path, stats: &WorkerStats) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(stats).map_err(std::io::Error::other)?;
-    crate::atomicfile::replace(dir, &format!("{}.json", stats.pid), &bytes)
+    crate::atomicfile::replace_volatile(dir, &format!("{}.json", stats.pid), &bytes)
 }
 
 /// Reads the files of workers that are still alive; files of dead processes are skipped (and
@@ -123,6 +123,14 @@ pub fn read_live(dir: &Path) -> std::io::Result<Vec<WorkerStats>> {
     }
     out.sort_by_key(|s| s.pid);
     Ok(out)
+}
+
+/// Now, in Unix milliseconds (what `written_ms` holds).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Start time of process `pid` (field 22 of `/proc/PID/stat`, in clock ticks after boot), or

@@ -517,7 +517,7 @@ fn print_stats(workers: &[stats::WorkerStats], total: &std::collections::BTreeMa
     }
     println!();
     print!("{:<26}", "loader");
-    let now = now_ms();
+    let now = stats::now_ms();
     for w in workers {
         let state = if w.stalled(now) {
             format!("stalled {}s", now.saturating_sub(w.written_ms) / 1000)
@@ -532,17 +532,10 @@ fn print_stats(workers: &[stats::WorkerStats], total: &std::collections::BTreeMa
     println!("{} live worker(s)", workers.len());
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Workers whose loader has not written its stats file (it does every round) for longer than
 /// its own stall bound: their data is frozen.
 fn stalled_pids(workers: &[stats::WorkerStats]) -> Vec<u32> {
-    let now = now_ms();
+    let now = stats::now_ms();
     workers
         .iter()
         .filter(|w| w.stalled(now))
@@ -584,7 +577,7 @@ async fn warm(cli: &Cli, timeout: u64) -> anyhow::Result<u8> {
             let stalled = if stalled.is_empty() {
                 String::new()
             } else {
-                format!("; loader stalled (no refresh round for 3 intervals) in {stalled:?}")
+                format!("; loader stalled (no refresh round within its stall bound) in {stalled:?}")
             };
             eprintln!(
                 "sipguard-admin: after {timeout} s, {} of {} worker(s) have not reloaded: {behind:?} (workers start loading at their first request){stalled}",

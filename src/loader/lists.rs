@@ -15,7 +15,7 @@ use crate::stats::bump;
 /// Test hook (`test_hooks` only): a `black_list` row with this detail panics the round.
 const PANIC_HOOK: &str = "sipguard-test-loader-panic";
 /// Test hook (`test_hooks` only): a `black_list` row with this detail blocks the loader thread
-/// for `2 × stall_after`, as a hung disk or a deadlock would.
+/// for `3 × stall_after`, as a hung disk or a deadlock would.
 const STALL_HOOK: &str = "sipguard-test-loader-stall";
 
 /// Reads the lists and, when they differ from the last load, builds and publishes them (the
@@ -102,7 +102,7 @@ fn test_hooks(cfg: &Config, data: &Data, black: &[crate::engine::ListRow]) {
     }
     if black.iter().any(|r| r.detail == STALL_HOOK) {
         data.set_phase(Phase::Snapshot);
-        std::thread::sleep(2 * cfg.stall_after());
+        std::thread::sleep(cfg.stall_after().saturating_mul(3));
         data.set_phase(Phase::Database);
     }
 }

@@ -82,6 +82,12 @@ impl Retired {
         self.countries.extend(old);
     }
 
+    /// Takes over what another list retired (a round's, run as its own task).
+    fn absorb(&mut self, other: Retired) {
+        self.lists.extend(other.lists);
+        self.countries.extend(other.countries);
+    }
+
     /// Drops what only this list still holds: a request thread takes data from [`Data`] only,
     /// so a count of one cannot rise again.
     fn free_unused(&mut self) {
@@ -111,6 +117,13 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The runtime each loader thread runs on: one thread, timers and I/O.
+pub(super) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 fn run(cfg: Arc<Config>, data: Arc<Data>) {
     // Large blocks (row vectors, the flattening map) straight from mmap, back to the system
     // when freed: glibc otherwise raises this threshold after the first large free, and a
@@ -120,10 +133,7 @@ fn run(cfg: Arc<Config>, data: Arc<Data>) {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             data.say(Level::Err, format!("cannot build the tokio runtime: {e}"));
@@ -143,13 +153,15 @@ async fn rounds(cfg: Arc<Config>, data: Arc<Data>) {
         boot::load_snapshot(&cfg, &data, &mut retired)
     }))
     .unwrap_or_default();
+    // The heartbeat starts now: reading a large snapshot is not a stalled round.
+    data.beat();
+    let start_time = stats::process_start_time(std::process::id());
     let mut snapshot_tried = false;
     let mut round = Round::default();
-    let mut country = countries::Supervisor::new();
+    let mut country = countries::Supervisor::default();
     let mut panicking = false;
     let mut stats_failed = false;
     loop {
-        let started = Instant::now();
         bump(&data.counters.db_rounds);
         data.set_phase(Phase::Database);
         // The round runs as its own task, so a panic in it (a driver conversion, a bug) ends
@@ -167,7 +179,7 @@ async fn rounds(cfg: Arc<Config>, data: Arc<Data>) {
         let seen = match task.await {
             Ok((r, result, old)) => {
                 round = r;
-                retired.lists.extend(old.lists);
+                retired.absorb(old);
                 panicking = false;
                 if !snapshot_tried {
                     snapshot_tried = true;
@@ -218,7 +230,7 @@ async fn rounds(cfg: Arc<Config>, data: Arc<Data>) {
         if let Some(dir) = &cfg.stats_dir {
             data.set_phase(Phase::Stats);
             // Logged when writing starts failing, not every round.
-            match publish(&cfg, dir, &data, &round, &country) {
+            match publish(&cfg, dir, &data, &round, &country, start_time) {
                 Err(e) if !stats_failed => {
                     stats_failed = true;
                     data.say(
@@ -231,14 +243,16 @@ async fn rounds(cfg: Arc<Config>, data: Arc<Data>) {
             }
         }
         data.set_phase(Phase::Sleeping);
+        // Measured as the request path and the stats file see it: since the last beat, pause
+        // included.
+        let since = data.since_beat(Instant::now());
         data.beat();
-        let took = started.elapsed();
-        if took > cfg.stall_after() {
+        if since > cfg.stall_after() {
             data.say(
                 Level::Warn,
                 format!(
-                    "a refresh round took {} s (stalled beyond {} s); rounds resumed",
-                    took.as_secs(),
+                    "a refresh round completed {} s after the previous one (stall bound {} s); rounds resumed",
+                    since.as_secs(),
                     cfg.stall_after().as_secs()
                 ),
             );
@@ -253,17 +267,14 @@ fn publish(
     data: &Data,
     round: &Round,
     country: &countries::Supervisor,
+    start_time: Option<u64>,
 ) -> std::io::Result<()> {
-    let written_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
     stats::write(
         dir,
         &WorkerStats {
             pid: std::process::id(),
-            start_time: stats::process_start_time(std::process::id()),
-            written_ms,
+            start_time,
+            written_ms: stats::now_ms(),
             stall_after_ms: cfg.stall_after().as_millis() as u64,
             lists_generation: round.last_lists.as_ref().and(round.lists_generation),
             countries_generation: country.generation(cfg),

@@ -1,5 +1,5 @@
 /* A Lua 5.1 host whose allocator fails on demand: calls the module's functions with the memory
- * budget cut at every point, from nothing spare to 64 KiB spare, so that each allocation Lua makes
+ * budget cut at every point, from nothing spare to 4 KiB spare, so that each allocation Lua makes
  * inside them (number-to-string conversion of an argument, the answers, the logger call) fails
  * in turn, thousands of times. Lua then raises "not enough memory" with a longjmp; a Rust frame still owning a value at
  * that moment would be skipped: its destructor never runs (a leak per call, or a mutex left
