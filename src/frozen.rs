@@ -9,12 +9,29 @@
 
 use std::ops::Deref;
 use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::nodefile::FileMap;
+
+/// Element types that may be viewed as bytes and back: plain integers, valid for every bit
+/// pattern, without padding (what the node file stores).
+///
+/// # Safety
+/// Implement only for types with no padding and no invalid bit patterns.
+pub unsafe trait Plain: Copy + 'static {}
+// SAFETY: plain integers.
+unsafe impl Plain for u16 {}
+// SAFETY: plain integers.
+unsafe impl Plain for u32 {}
+// SAFETY: plain integers.
+unsafe impl Plain for u128 {}
 
 /// Arrays at least this large get their own huge-page-aligned mapping.
 const HUGE_MIN_BYTES: usize = 1 << 20;
 const HUGE_PAGE: usize = 2 << 20;
 
-/// An immutable slice, in a 2 MB-aligned anonymous mapping when large, else on the heap.
+/// An immutable slice, in a 2 MB-aligned anonymous mapping when large, else on the heap, or a
+/// view into a node file mapped by every worker ([`Frozen::shared`]).
 pub struct Frozen<T: Copy> {
     store: Store<T>,
 }
@@ -28,6 +45,12 @@ enum Store<T> {
         /// The whole mapping, for `munmap`.
         map: NonNull<libc::c_void>,
         map_len: usize,
+    },
+    Shared {
+        data: NonNull<T>,
+        len: usize,
+        /// Keeps the file mapped while any array points into it.
+        _file: Arc<FileMap>,
     },
 }
 
@@ -82,13 +105,45 @@ impl<T: Copy> Frozen<T> {
     }
 }
 
+impl<T: Plain> Frozen<T> {
+    /// `len` elements at byte `offset` of a mapped node file, read in place. Errors: the range
+    /// is outside the file or not aligned for `T`.
+    pub fn shared(file: Arc<FileMap>, offset: usize, len: usize) -> Result<Self, String> {
+        let bytes = file.bytes();
+        len.checked_mul(size_of::<T>())
+            .and_then(|n| n.checked_add(offset))
+            .filter(|&end| end <= bytes.len())
+            .ok_or(format!("{len} elements at {offset} lie outside the file"))?;
+        // SAFETY: in bounds (checked above); alignment checked next.
+        let p = unsafe { bytes.as_ptr().add(offset) };
+        if !(p as usize).is_multiple_of(std::mem::align_of::<T>()) {
+            return Err(format!("elements at {offset} are not aligned"));
+        }
+        let data = NonNull::new(p.cast_mut().cast::<T>()).ok_or("null mapping")?;
+        Ok(Frozen {
+            store: Store::Shared {
+                data,
+                len,
+                _file: file,
+            },
+        })
+    }
+
+    /// The elements as bytes (native order, little-endian here), for writing a node file.
+    pub fn as_bytes(&self) -> &[u8] {
+        let s: &[T] = self;
+        // SAFETY: `T: Plain` has no padding; the bytes live as long as `self`.
+        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
+    }
+}
+
 impl<T: Copy> Deref for Frozen<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         match &self.store {
             Store::Heap(b) => b,
             // SAFETY: `len` initialised elements at `data`, alive as long as `self`.
-            Store::Mapped { data, len, .. } => unsafe {
+            Store::Mapped { data, len, .. } | Store::Shared { data, len, .. } => unsafe {
                 std::slice::from_raw_parts(data.as_ptr(), *len)
             },
         }

@@ -13,6 +13,7 @@
 //! | `config`   | the JSON config file                                         |
 //! | `db`       | MySQL reads, each under a deadline                           |
 //! | `atomicfile` | files replaced whole, synced, never through a link       |
+//! | `nodefile` | one copy of the country tables per node: a file every worker maps |
 //! | `snapshot` | last loaded data on disk, for starts without the database |
 //! | `stats`    | per-worker counters, published as files                 |
 //! | `logq`     | log lines for `KSR.log`, printed by the next request          |
@@ -40,6 +41,7 @@ pub mod listcheck;
 mod loader;
 pub mod logq;
 pub mod netset;
+pub mod nodefile;
 pub mod process;
 pub mod ranges;
 pub mod snapshot;

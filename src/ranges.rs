@@ -97,6 +97,18 @@ pub struct Segments<K: Copy, V: Copy = u16> {
     index: Frozen<u32>,
 }
 
+/// A [`Segments`]' arrays as searched: what a node file stores.
+pub struct SegmentParts<'a, K: Copy, V: Copy> {
+    /// Every segment's start.
+    pub starts: &'a Frozen<K>,
+    /// Search levels above `starts`, lowest first (empty with an index).
+    pub upper: &'a [Frozen<K>],
+    /// Each segment's value.
+    pub values: &'a Frozen<V>,
+    /// IPv4: starts below each /16 bucket (65,537 entries); empty for IPv6.
+    pub index: &'a Frozen<u32>,
+}
+
 /// Where `k` falls in a sorted node: the number of keys `<= k`. Branch-free, so the compiler
 /// can vectorise it, and a node is at most a few cache lines.
 #[inline]
@@ -272,6 +284,77 @@ impl<K: RangeKey, V: SegmentValue> Segments<K, V> {
         };
         let v = self.values[(lo + r).checked_sub(1)?];
         (v != V::NONE).then_some(v)
+    }
+
+    /// The arrays as searched, for a node file.
+    pub fn parts(&self) -> SegmentParts<'_, K, V> {
+        SegmentParts {
+            starts: &self.starts,
+            upper: &self.upper,
+            values: &self.values,
+            index: &self.index,
+        }
+    }
+
+    /// Segments from arrays read back (a node file), after checking every invariant a lookup
+    /// relies on, so a damaged file is refused instead of answering wrong: starts strictly
+    /// increasing, one value per start, each upper level every 16th key of the one below
+    /// (while it has more than 16), the /16 index counting the starts below each bucket.
+    pub fn from_parts(
+        starts: Frozen<K>,
+        upper: Vec<Frozen<K>>,
+        values: Frozen<V>,
+        index: Frozen<u32>,
+    ) -> Result<Self, String> {
+        if values.len() != starts.len() {
+            return Err(format!(
+                "{} values for {} starts",
+                values.len(),
+                starts.len()
+            ));
+        }
+        if let Some(i) = starts.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(format!("starts not increasing at {i}"));
+        }
+        if index.is_empty() {
+            let mut below: &[K] = &starts;
+            for (i, level) in upper.iter().enumerate() {
+                if below.len() <= FANOUT
+                    || !level
+                        .iter()
+                        .copied()
+                        .eq(below.iter().step_by(FANOUT).copied())
+                {
+                    return Err(format!("search level {i} does not match the level below"));
+                }
+                below = level;
+            }
+            if below.len() > FANOUT {
+                return Err("search levels missing".into());
+            }
+        } else {
+            if !upper.is_empty() || index.len() != 65_537 {
+                return Err("the /16 index has the wrong shape".into());
+            }
+            for (b, w) in index.windows(2).enumerate() {
+                let (lo, hi) = (w[0] as usize, w[1] as usize);
+                let fits = lo <= hi
+                    && hi <= starts.len()
+                    && starts[lo..hi].iter().all(|s| s.bucket() == Some(b));
+                if !fits {
+                    return Err(format!("the /16 index is wrong at bucket {b}"));
+                }
+            }
+            if index[0] != 0 || index[65_536] as usize != starts.len() {
+                return Err("the /16 index does not cover every start".into());
+            }
+        }
+        Ok(Segments {
+            starts,
+            upper,
+            values,
+            index,
+        })
     }
 
     /// Number of segments after flattening (gaps included).
@@ -468,6 +551,36 @@ impl CountryRanges {
         (v != u16::NONE)
             .then(|| self.codes.get(v as usize).copied())
             .flatten()
+    }
+
+    /// The tables and the code list (a segment's value indexes it), for a node file.
+    pub fn parts(&self) -> (&Segments<u32, u16>, &Segments<u128, u16>, &[&'static str]) {
+        (&self.v4, &self.v6, &self.codes)
+    }
+
+    /// Tables read back from a node file, with their codes (interned here). Errors: a code
+    /// that is empty, longer than 8 bytes or not printable ASCII (what no load produces), a
+    /// segment value with no code.
+    pub fn from_parts(
+        v4: Segments<u32, u16>,
+        v6: Segments<u128, u16>,
+        codes: &[String],
+    ) -> Result<Self, String> {
+        let plausible =
+            |c: &String| (1..=8).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_graphic());
+        if let Some(c) = codes.iter().find(|c| !plausible(c)) {
+            return Err(format!("{c:?} is not a country code"));
+        }
+        let n = codes.len();
+        let valid = |v: u16| v == u16::NONE || (v as usize) < n;
+        if !v4.values.iter().all(|&v| valid(v)) || !v6.values.iter().all(|&v| valid(v)) {
+            return Err(format!("a segment names a country beyond the {n} listed"));
+        }
+        Ok(CountryRanges {
+            v4,
+            v6,
+            codes: codes.iter().map(|c| intern(c)).collect(),
+        })
     }
 
     /// Segments held (IPv4, IPv6), for logs and stats.

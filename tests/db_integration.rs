@@ -307,10 +307,17 @@ fn database_down_at_start_enforces_the_snapshot_and_refuses_a_corrupt_one() {
         .check_blacklist("192.0.2.5")
         .status()
         == "black"));
-    assert!(eventually(Duration::from_secs(5), || snap
+    // The lists snapshot, and the node's country file (the snapshot of the country tables).
+    let country_file = || {
+        std::fs::read_dir(&snap).ok().is_some_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().ends_with(".map"))
+        })
+    };
+    assert!(eventually(Duration::from_secs(8), || snap
         .join("lists.snap")
         .exists()
-        && snap.join("countries.snap").exists()));
+        && country_file()));
 
     // The database is gone (nothing listens): a new worker enforces the snapshot from its first request.
     let dead = format!(
@@ -679,4 +686,60 @@ fn unreadable_rows_are_skipped_and_named_once() {
         .filter(|l| l.contains("black_list: row 2 (in id order) cannot be read"))
         .collect();
     assert_eq!(named.len(), 1, "{logs:?}");
+}
+
+/// Issue 13: the workers of a node (here four guards, each with its own loader, as four
+/// Kamailio workers have) read the country tables from MariaDB once between them, not once
+/// each: one builds the node's file, the others map it.
+#[test]
+fn a_node_reads_the_country_tables_once_for_all_its_workers() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let (rows, ro_url) = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_node").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        let rows = common::load_country_slice(&mut c).await;
+        let ro = common::read_only_user(&admin, "sgt_node", "sgt_node_ro").await;
+        (rows, ro)
+    });
+    let snap = std::env::temp_dir().join(format!("sgt-node-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&snap);
+    let rows_read = || {
+        rt.block_on(async {
+            let mut c = common::connect(&admin).await;
+            let n: Option<u64> = c
+                .query_first("SELECT ROWS_READ FROM information_schema.USER_STATISTICS WHERE USER = 'sgt_node_ro'")
+                .await
+                .unwrap();
+            n.unwrap_or(0)
+        })
+    };
+    let before = rows_read();
+    let cfg = config(
+        &ro_url,
+        &format!(r#", "snapshot_dir": "{}""#, snap.display()),
+    );
+    let workers: Vec<_> = (0..4).map(|_| Guard::start(cfg.clone())).collect();
+    for w in &workers {
+        assert!(
+            eventually(Duration::from_secs(10), || w.country_code("3.2.35.60")
+                == "DE"),
+            "a worker never got the country tables"
+        );
+    }
+    let read = rows_read() - before;
+    let loads: u64 = workers
+        .iter()
+        .map(|w| w.data().counters.country_loads.load(Ordering::Relaxed))
+        .sum();
+    let _ = std::fs::remove_dir_all(&snap);
+    assert!(loads >= 4, "every worker published the tables ({loads})");
+    // One copy of the country rows, plus the small list tables read by each worker.
+    assert!(
+        read < rows as u64 * 3 / 2,
+        "{read} rows read for {rows} country rows and 4 workers"
+    );
 }

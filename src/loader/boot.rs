@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::data::Data;
 use crate::engine::Lists;
 use crate::logq::Level;
+use crate::nodefile;
 use crate::snapshot;
 
 /// Publishes the last snapshot, so requests are decided from it until live data comes. Returns
@@ -42,6 +43,28 @@ pub(super) fn load_snapshot(
         }
     }
     if cfg.country && data.countries().is_none() {
+        // The node's newest country file (what every worker maps), else a snapshot written
+        // by a version before node files.
+        let mut refused = Vec::new();
+        if let Some((ranges, header)) = nodefile::newest(dir, &mut refused) {
+            let (v4, v6) = ranges.sizes();
+            retired.countries(data.publish_countries(ranges));
+            lines.push((
+                Level::Warn,
+                format!(
+                    "database unavailable at start: using the country tables of generation {} mapped from {} ({v4} IPv4 + {v6} IPv6 segments)",
+                    header.generation.map_or("-".to_string(), |g| g.to_string()),
+                    dir.join(nodefile::file_name(header)).display()
+                ),
+            ));
+            for r in refused {
+                lines.push((Level::Warn, format!("country file refused: {r}")));
+            }
+            return lines;
+        }
+        for r in refused {
+            lines.push((Level::Warn, format!("country file refused: {r}")));
+        }
         match snapshot::read_countries(dir) {
             Ok(b) => {
                 let rows = b.rows();

@@ -8,18 +8,18 @@
 //! load is retried after 2, 4, 8 … × `refresh_secs` (at most [`MAX_BACKOFF`], spread by pid),
 //! not at every round by every worker; a change of the tables (an import) is tried at once.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::lists::report_snapshot;
 use super::{panic_message, release_freed_memory, CountryState, Retired};
 use crate::config::Config;
 use crate::data::Data;
 use crate::db;
 use crate::logq::Level;
-use crate::ranges::CountryRanges;
-use crate::snapshot;
+use crate::nodefile::{self, Header, Obtained};
+use crate::ranges::{CountryRanges, CountryRangesBuilder};
 use crate::stats::bump;
 
 /// The longest wait between two attempts at a failing country load.
@@ -35,11 +35,17 @@ pub fn backoff(refresh: Duration, failures: u32, pid: u32) -> Duration {
 
 /// What a load thread hands back.
 struct Outcome {
-    result: Result<(), String>,
+    result: Result<Loaded, String>,
     /// The ranges it replaced, to be freed off the request path.
     old: Option<Arc<CountryRanges>>,
-    /// Whether saving the snapshot worked (`None`: not tried).
-    snapshot: Option<std::io::Result<()>>,
+}
+
+/// A load that did not fail.
+enum Loaded {
+    /// New ranges are in force.
+    Published,
+    /// Another worker of the node is building this generation's file: look again next round.
+    Busy,
 }
 
 /// A load under way.
@@ -65,7 +71,6 @@ pub(super) struct Supervisor {
     retry_at: Option<Instant>,
     /// The state the last failed attempt was for.
     failed_for: Option<CountryState>,
-    snapshot_failed: bool,
 }
 
 impl Supervisor {
@@ -90,6 +95,12 @@ impl Supervisor {
         if self.running.is_some() {
             return;
         }
+        if cfg.snapshot_dir.is_some() && state.marker.is_none() {
+            // Tables edited less than 2 s ago have no fingerprint the node's workers agree on
+            // (it names the shared file): wait for it rather than build twice.
+            data.first_attempt_ended(false, true);
+            return;
+        }
         let due = state.marker.is_none() || self.loaded.as_ref() != Some(state);
         if !due {
             return;
@@ -102,16 +113,15 @@ impl Supervisor {
             return;
         }
         let (tx, rx) = mpsc::channel();
-        let (c, d) = (cfg.clone(), data.clone());
+        let (c, d, st) = (cfg.clone(), data.clone(), state.clone());
         let spawned = std::thread::Builder::new()
             .name("sipguard-cc".into())
             .spawn(move || {
                 let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&c, &d)))
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&c, &d, &st)))
                         .unwrap_or_else(|p| Outcome {
                             result: Err(format!("internal error ({})", panic_message(&*p))),
                             old: None,
-                            snapshot: None,
                         });
                 d.first_attempt_ended(false, true);
                 let _ = tx.send(outcome);
@@ -159,16 +169,13 @@ impl Supervisor {
             Err(mpsc::TryRecvError::Disconnected) => Outcome {
                 result: Err("the load thread ended without a result".into()),
                 old: None,
-                snapshot: None,
             },
         };
         let wanted = self.running.take().map(|r| r.wanted).unwrap_or_default();
         retired.countries(outcome.old);
-        if let (Some(dir), Some(saved)) = (&cfg.snapshot_dir, outcome.snapshot) {
-            report_snapshot(data, &mut self.snapshot_failed, dir, "countries", saved);
-        }
         match outcome.result {
-            Ok(()) => {
+            Ok(Loaded::Busy) => {}
+            Ok(Loaded::Published) => {
                 if self.failures > 0 {
                     data.say(
                         Level::Info,
@@ -216,57 +223,101 @@ impl Supervisor {
     }
 }
 
-/// One load, on the load thread: its own runtime and connection, then build and publish.
-fn load(cfg: &Config, data: &Data) -> Outcome {
-    let mut out = Outcome {
-        result: Ok(()),
-        old: None,
-        snapshot: None,
-    };
-    let started = Instant::now();
-    let rt = match super::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            out.result = Err(format!("cannot build a tokio runtime: {e}"));
-            return out;
-        }
-    };
+/// Reads both country tables on this thread's own runtime and connection.
+fn read(cfg: &Config, data: &Data) -> Result<(CountryRangesBuilder, db::CountryLoad), String> {
+    let rt = super::runtime().map_err(|e| format!("cannot build a tokio runtime: {e}"))?;
     let read = rt.block_on(async {
         let mut conn = db::connect(&cfg.db_url, cfg.query_timeout()).await?;
         let read = db::load_countries(&mut conn, cfg.load_timeout()).await;
         let _ = tokio::time::timeout(cfg.query_timeout(), conn.disconnect()).await;
         read
     });
-    let (builder, load) = match read {
-        Ok(r) => r,
-        Err(e) => {
-            out.result = Err(e.to_string());
-            return out;
-        }
-    };
-    if let Some(dir) = &cfg.snapshot_dir {
-        out.snapshot = Some(snapshot::write_countries(dir, &builder));
-    }
-    let ranges = builder.build();
-    drop(rt);
-    data.counters
-        .db_queries
-        .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
-    let (v4, v6) = ranges.sizes();
-    out.old = data.publish_countries(ranges);
-    bump(&data.counters.country_loads);
-    release_freed_memory();
+    data.counters.db_queries.fetch_add(2, Ordering::Relaxed);
+    read.map_err(|e| e.to_string())
+}
+
+fn describe(load: &db::CountryLoad) -> String {
     let missing = if load.missing.is_empty() {
         String::new()
     } else {
         format!(", missing tables: {}", load.missing.join(", "))
     };
+    format!("{} rows ({} skipped){missing}", load.rows, load.skipped)
+}
+
+/// One load, on the load thread. With a `snapshot_dir`, through the node's file: mapped if
+/// another worker built it, else built here once for the whole node ([`crate::nodefile`]).
+fn load(cfg: &Config, data: &Data, state: &CountryState) -> Outcome {
+    let started = Instant::now();
+    let mut out = Outcome {
+        result: Ok(Loaded::Published),
+        old: None,
+    };
+    let mut read_here = None;
+    let (ranges, how) = match &cfg.snapshot_dir {
+        None => match read(cfg, data) {
+            Ok((builder, load)) => (builder.build(), describe(&load)),
+            Err(e) => {
+                out.result = Err(e);
+                return out;
+            }
+        },
+        Some(dir) => {
+            let header = Header {
+                generation: state.generation,
+                key: nodefile::key(state.marker.as_deref().unwrap_or_default()),
+            };
+            let mut notes = Vec::new();
+            let got = nodefile::obtain(
+                dir,
+                header,
+                || {
+                    let (builder, load) = read(cfg, data)?;
+                    read_here = Some(describe(&load));
+                    Ok(builder.build())
+                },
+                &mut notes,
+            );
+            for n in notes {
+                data.say(Level::Warn, n);
+            }
+            let file = dir.join(nodefile::file_name(header));
+            match got {
+                Ok(Obtained::Mapped { ranges, built }) => {
+                    let how = match (built, read_here.take()) {
+                        (true, Some(rows)) => {
+                            format!(
+                                "{rows}, shared with the node's workers in {}",
+                                file.display()
+                            )
+                        }
+                        _ => format!("mapped from {} (built by another worker)", file.display()),
+                    };
+                    (*ranges, how)
+                }
+                Ok(Obtained::Unshared { ranges, why }) => {
+                    let rows = read_here.take().unwrap_or_default();
+                    (*ranges, format!("{rows}, this worker's own copy ({why})"))
+                }
+                Ok(Obtained::Busy) => {
+                    out.result = Ok(Loaded::Busy);
+                    return out;
+                }
+                Err(e) => {
+                    out.result = Err(e);
+                    return out;
+                }
+            }
+        }
+    };
+    let (v4, v6) = ranges.sizes();
+    out.old = data.publish_countries(ranges);
+    bump(&data.counters.country_loads);
+    release_freed_memory();
     data.say(
         Level::Info,
         format!(
-            "country ranges loaded: {} rows ({} skipped) -> {v4} IPv4 + {v6} IPv6 segments in {} ms{missing}",
-            load.rows,
-            load.skipped,
+            "country ranges loaded: {how} -> {v4} IPv4 + {v6} IPv6 segments in {} ms",
             started.elapsed().as_millis()
         ),
     );
