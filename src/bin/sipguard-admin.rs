@@ -151,6 +151,12 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // Like any CLI: output piped into `head` ends the program quietly (SIGPIPE), instead of
+    // a panic from println! on a broken pipe.
+    // SAFETY: restores the default disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -496,20 +502,20 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 fn print_stats(workers: &[stats::WorkerStats], total: &std::collections::BTreeMap<String, u64>) {
     print!("{:<26}", "counter");
     for w in workers {
-        print!("{:>12}", format!("pid {}", w.pid));
+        print!("{:>15}", format!("pid {}", w.pid));
     }
     println!("{:>14}", "total");
     for (name, sum) in total {
         print!("{name:<26}");
         for w in workers {
-            print!("{:>12}", w.counters.get(name).copied().unwrap_or(0));
+            print!("{:>15}", w.counters.get(name).copied().unwrap_or(0));
         }
         println!("{sum:>14}");
     }
     print!("{:<26}", "lists generation");
     for w in workers {
         print!(
-            "{:>12}",
+            "{:>15}",
             w.lists_generation
                 .map(|g| g.to_string())
                 .unwrap_or("-".into())
@@ -526,7 +532,7 @@ fn print_stats(workers: &[stats::WorkerStats], total: &std::collections::BTreeMa
         } else {
             "ok".into()
         };
-        print!("{state:>12}");
+        print!("{state:>15}");
     }
     println!();
     println!("{} live worker(s)", workers.len());

@@ -8,6 +8,20 @@ use crate::logq::Level;
 use crate::nodefile;
 use crate::snapshot;
 
+/// `"… is writable by other users"` when `dir` exists and others than its owner and group may
+/// write in it: they could plant the data a worker enforces at its next start.
+fn writable_by_others(dir: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).ok()?.permissions().mode();
+    (mode & 0o002 != 0).then(|| {
+        format!(
+            "{} is writable by every user (mode {:o})",
+            dir.display(),
+            mode & 0o7777
+        )
+    })
+}
+
 /// Publishes the last snapshot, so requests are decided from it until live data comes. Returns
 /// the lines to log should the database turn out to be unavailable (they say what is in force).
 pub(super) fn load_snapshot(
@@ -16,6 +30,18 @@ pub(super) fn load_snapshot(
     retired: &mut Retired,
 ) -> Vec<(Level, String)> {
     let mut lines = Vec::new();
+    for (field, dir) in [
+        ("snapshot_dir", &cfg.snapshot_dir),
+        ("stats_dir", &cfg.stats_dir),
+    ] {
+        if let Some(w) = dir.as_deref().and_then(writable_by_others) {
+            // Said at once (not only if the database is down): it is a standing risk.
+            data.say(
+                Level::Warn,
+                format!("{field} {w}: make it private to Kamailio's user (chmod 750)"),
+            );
+        }
+    }
     let Some(dir) = &cfg.snapshot_dir else {
         return lines;
     };
@@ -85,4 +111,23 @@ pub(super) fn load_snapshot(
         }
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_directory_others_can_write_to_is_named() {
+        let d = std::env::temp_dir().join(format!("sg-boot-perm-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let said = writable_by_others(&d).unwrap();
+        assert!(said.ends_with("is writable by every user (mode 777)"), "{said}");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert_eq!(writable_by_others(&d), None);
+        assert_eq!(writable_by_others(&d.join("missing")), None);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
