@@ -124,7 +124,10 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
         let said = writable_by_others(&d).unwrap();
-        assert!(said.ends_with("is writable by every user (mode 777)"), "{said}");
+        assert!(
+            said.ends_with("is writable by every user (mode 777)"),
+            "{said}"
+        );
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
         assert_eq!(writable_by_others(&d), None);
         assert_eq!(writable_by_others(&d.join("missing")), None);
