@@ -205,8 +205,7 @@ sg_write_config() {
   "db_url": "$(sg_ro_url)",
   "query_timeout_ms": 500,
   "refresh_secs": 1,
-  "stats_dir": "$(cd "$(dirname "$file")" && pwd)/stats",
-  "snapshot_dir": "$(cd "$(dirname "$file")" && pwd)/snapshot"${extra:+,
+  "stats_dir": "$(cd "$(dirname "$file")" && pwd)/stats"$(case "$extra" in *'"snapshot_dir"'*) ;; *) printf ',\n  "snapshot_dir": "%s/snapshot"' "$(cd "$(dirname "$file")" && pwd)" ;; esac)${extra:+,
   $extra}
 }
 JSON

@@ -158,11 +158,11 @@ type MarkerRow = (String, Option<String>, Option<String>, Option<i64>);
 
 /// A cheap fingerprint of the country tables: when it is unchanged, they need no reload.
 /// CREATE_TIME changes when a table is swapped in by RENAME, UPDATE_TIME on edits. UPDATE_TIME
-/// has a one-second resolution, so a table edited less than 2 s ago has no stable fingerprint
-/// yet: `None` makes the caller load it now and again on its next round.
+/// has a one-second resolution, so for a table edited less than 2 s ago the fingerprint is not
+/// `settled`: an edit in the same second would not change it.
 /// (TABLE_ROWS is left out on purpose: InnoDB re-estimates it in the background, which would
 /// look like a change.)
-pub async fn country_marker(conn: &mut Conn, limit: Duration) -> Result<Option<String>, DbError> {
+pub async fn country_marker(conn: &mut Conn, limit: Duration) -> Result<CountryMarker, DbError> {
     let rows: Vec<MarkerRow> = bounded(
         "country marker",
         limit,
@@ -175,10 +175,24 @@ pub async fn country_marker(conn: &mut Conn, limit: Duration) -> Result<Option<S
         ),
     )
     .await?;
-    if rows.iter().any(|r| r.3 == Some(1)) {
-        return Ok(None);
-    }
-    Ok(Some(format!("{rows:?}")))
+    Ok(CountryMarker {
+        settled: !rows.iter().any(|r| r.3 == Some(1)),
+        // Without the "edited within 2 s" column: the text must not change as time passes.
+        text: format!(
+            "{:?}",
+            rows.iter().map(|r| (&r.0, &r.1, &r.2)).collect::<Vec<_>>()
+        ),
+    })
+}
+
+/// The country tables' fingerprint ([`country_marker`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountryMarker {
+    /// Creation and update times of both tables: equal in every worker that reads the same
+    /// tables (it names the node's country file).
+    pub text: String,
+    /// No table was edited within the last 2 s (an edit in the same second would not show).
+    pub settled: bool,
 }
 
 /// The change counters of `sipguard_generation`.

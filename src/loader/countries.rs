@@ -95,13 +95,19 @@ impl Supervisor {
         if self.running.is_some() {
             return;
         }
-        if cfg.snapshot_dir.is_some() && state.marker.is_none() {
-            // Tables edited less than 2 s ago have no fingerprint the node's workers agree on
-            // (it names the shared file): wait for it rather than build twice.
+        let shared = cfg.snapshot_dir.is_some();
+        let generation_moved = state.generation.is_some()
+            && self.loaded.as_ref().map(|l| l.generation) != Some(state.generation);
+        if shared && !state.settled && !generation_moved {
+            // Tables edited by hand less than 2 s ago have no fingerprint yet (it names the
+            // node's file): wait for it rather than build twice. An import moves the
+            // generation once its tables are complete, so it is loaded at once.
             data.first_attempt_ended(false, true);
             return;
         }
-        let due = state.marker.is_none() || self.loaded.as_ref() != Some(state);
+        // Loaded before the fingerprint settled: once more when it has (an edit in that second
+        // would not show); with a node file that only maps the same file again.
+        let due = (!shared && !state.settled) || self.loaded.as_ref() != Some(state);
         if !due {
             return;
         }

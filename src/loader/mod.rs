@@ -61,8 +61,10 @@ struct Round {
 pub(super) struct CountryState {
     /// `sipguard_generation.countries`, if readable.
     pub generation: Option<u64>,
-    /// The tables' fingerprint ([`db::country_marker`]); `None` while unstable.
+    /// The tables' fingerprint ([`db::country_marker`]); `None` when not read.
     pub marker: Option<String>,
+    /// The fingerprint is settled (no edit within 2 s).
+    pub settled: bool,
 }
 
 /// Old generations handed back by a publish, freed here (not on the request thread) once no
@@ -368,9 +370,12 @@ async fn refresh_on(
     let mut state = CountryState {
         generation: gens.map(|g| g.countries),
         marker: None,
+        settled: true,
     };
     if cfg.country {
-        state.marker = db::country_marker(conn, cfg.query_timeout()).await?;
+        let m = db::country_marker(conn, cfg.query_timeout()).await?;
+        state.marker = Some(m.text);
+        state.settled = m.settled;
         data.counters.db_queries.fetch_add(1, Ordering::Relaxed);
     }
     Ok(state)
