@@ -117,22 +117,19 @@ impl Data {
 
     /// Replaces the lists for every later request; returns the previous ones.
     pub fn publish_lists(&self, lists: Lists) -> Option<Arc<Lists>> {
-        let old = self
-            .lists
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(Arc::new(lists));
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        old
+        self.publish(&self.lists, lists)
     }
 
     /// Replaces the country ranges for every later request; returns the previous ones.
     pub fn publish_countries(&self, ranges: CountryRanges) -> Option<Arc<CountryRanges>> {
-        let old = self
-            .countries
+        self.publish(&self.countries, ranges)
+    }
+
+    fn publish<T>(&self, slot: &RwLock<Option<Arc<T>>>, value: T) -> Option<Arc<T>> {
+        let old = slot
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .replace(Arc::new(ranges));
+            .replace(Arc::new(value));
         self.generation.fetch_add(1, Ordering::AcqRel);
         old
     }

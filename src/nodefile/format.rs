@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::mapping::FileMap;
 use crate::frozen::{Frozen, Plain};
-use crate::ranges::{CountryRanges, Segments};
+use crate::ranges::{CountryRanges, RangeKey, Segments};
 
 const MAGIC: &[u8; 4] = b"SGNF";
 const VERSION: u32 = 1;
@@ -48,11 +48,7 @@ struct Section<'a> {
     bytes: &'a [u8],
 }
 
-fn family<'a, K: Plain + crate::ranges::RangeKey>(
-    base: u32,
-    s: &'a Segments<K, u16>,
-    out: &mut Vec<Section<'a>>,
-) {
+fn family<'a, K: Plain + RangeKey>(base: u32, s: &'a Segments<K, u16>, out: &mut Vec<Section<'a>>) {
     let p = s.parts();
     let (starts, upper, values, index) = (p.starts, p.upper, p.values, p.index);
     let mut push = |kind: u32, elem: usize, count: usize, bytes: &'a [u8]| {
@@ -151,6 +147,78 @@ pub fn check(bytes: &[u8]) -> Result<Header, String> {
     })
 }
 
+/// The section table of a mapped file, checked entry by entry as it is used.
+struct Sections<'a> {
+    map: &'a Arc<FileMap>,
+    /// (kind, element size, offset, element count) per section.
+    entries: Vec<(u32, u32, usize, usize)>,
+}
+
+impl Sections<'_> {
+    /// Offset, element count and element size of section `kind`, inside the file.
+    fn get(&self, kind: u32) -> Result<(usize, usize, u32), String> {
+        let (_, elem, offset, count) = self
+            .entries
+            .iter()
+            .find(|e| e.0 == kind)
+            .copied()
+            .ok_or(format!("section {kind:#x} missing"))?;
+        let end = count
+            .checked_mul(elem as usize)
+            .and_then(|l| l.checked_add(offset))
+            .ok_or(format!("section {kind:#x}: size overflows"))?;
+        if end > self.map.bytes().len() || offset < HEADER {
+            return Err(format!("section {kind:#x} lies outside the file"));
+        }
+        Ok((offset, count, elem))
+    }
+
+    /// Section `kind` as an array of `T`, read in place.
+    fn array<T: Plain>(&self, kind: u32) -> Result<Frozen<T>, String> {
+        let (offset, count, elem) = self.get(kind)?;
+        if elem as usize != size_of::<T>() {
+            return Err(format!(
+                "section {kind:#x}: {elem}-byte elements, {} expected",
+                size_of::<T>()
+            ));
+        }
+        Frozen::shared(self.map.clone(), offset, count)
+    }
+
+    /// One family's tables (sections `base + …`), checked.
+    fn segments<K: Plain + RangeKey>(&self, base: u32) -> Result<Segments<K, u16>, String> {
+        let upper = (0..)
+            .take_while(|i| self.entries.iter().any(|e| e.0 == base + UPPER + i))
+            .map(|i| self.array(base + UPPER + i))
+            .collect::<Result<_, _>>()?;
+        Segments::from_parts(
+            self.array(base + STARTS)?,
+            upper,
+            self.array(base + VALUES)?,
+            self.array(base + INDEX)?,
+        )
+    }
+
+    /// The country codes, in value order.
+    fn codes(&self) -> Result<Vec<String>, String> {
+        let (off, len, _) = self.get(CODES)?;
+        let mut c = &self.map.bytes()[off..off + len];
+        let mut codes = Vec::new();
+        while let Some((&l, rest)) = c.split_first() {
+            let (code, rest) = rest
+                .split_at_checked(l as usize)
+                .ok_or("country codes section truncated")?;
+            codes.push(
+                std::str::from_utf8(code)
+                    .map_err(|e| e.to_string())?
+                    .to_string(),
+            );
+            c = rest;
+        }
+        Ok(codes)
+    }
+}
+
 /// The tables of a mapped file, searched in place. Errors name what check failed.
 pub fn decode(map: &Arc<FileMap>) -> Result<(CountryRanges, Header), String> {
     let bytes = map.bytes();
@@ -159,7 +227,7 @@ pub fn decode(map: &Arc<FileMap>) -> Result<(CountryRanges, Header), String> {
     if HEADER + n * ENTRY > bytes.len() {
         return Err(format!("{n} sections do not fit in the file"));
     }
-    let entries: Vec<(u32, u32, usize, usize)> = (0..n)
+    let entries = (0..n)
         .map(|i| {
             let e = HEADER + ENTRY * i;
             (
@@ -170,68 +238,9 @@ pub fn decode(map: &Arc<FileMap>) -> Result<(CountryRanges, Header), String> {
             )
         })
         .collect();
-    let find = |kind: u32| entries.iter().find(|e| e.0 == kind).copied();
-    let section = |kind: u32| -> Result<(usize, usize, u32), String> {
-        let (_, elem, offset, count) = find(kind).ok_or(format!("section {kind:#x} missing"))?;
-        let end = count
-            .checked_mul(elem as usize)
-            .and_then(|l| l.checked_add(offset))
-            .ok_or(format!("section {kind:#x}: size overflows"))?;
-        if end > bytes.len() || offset < HEADER {
-            return Err(format!("section {kind:#x} lies outside the file"));
-        }
-        Ok((offset, count, elem))
-    };
-    fn array<T: Plain>(map: &Arc<FileMap>, at: (usize, usize, u32)) -> Result<Frozen<T>, String> {
-        if at.2 as usize != size_of::<T>() {
-            return Err(format!(
-                "section at {}: {}-byte elements, {} expected",
-                at.0,
-                at.2,
-                size_of::<T>()
-            ));
-        }
-        Frozen::shared(map.clone(), at.0, at.1)
-    }
-    let mut codes = Vec::new();
-    let (off, len, _) = section(CODES)?;
-    let mut c = &bytes[off..off + len];
-    while let Some((&l, rest)) = c.split_first() {
-        let (code, rest) = rest
-            .split_at_checked(l as usize)
-            .ok_or("country codes section truncated")?;
-        codes.push(
-            std::str::from_utf8(code)
-                .map_err(|e| e.to_string())?
-                .to_string(),
-        );
-        c = rest;
-    }
-    let upper = |base: u32| -> Result<Vec<(usize, usize, u32)>, String> {
-        (0..)
-            .map_while(|i| find(base + UPPER + i).map(|_| section(base + UPPER + i)))
-            .collect()
-    };
-    let v4 = Segments::from_parts(
-        array(map, section(V4 + STARTS)?)?,
-        upper(V4)?
-            .into_iter()
-            .map(|at| array(map, at))
-            .collect::<Result<_, _>>()?,
-        array(map, section(V4 + VALUES)?)?,
-        array(map, section(V4 + INDEX)?)?,
-    )
-    .map_err(|e| format!("IPv4 tables: {e}"))?;
-    let v6 = Segments::from_parts(
-        array(map, section(V6 + STARTS)?)?,
-        upper(V6)?
-            .into_iter()
-            .map(|at| array(map, at))
-            .collect::<Result<_, _>>()?,
-        array(map, section(V6 + VALUES)?)?,
-        array(map, section(V6 + INDEX)?)?,
-    )
-    .map_err(|e| format!("IPv6 tables: {e}"))?;
-    let ranges = CountryRanges::from_parts(v4, v6, &codes)?;
+    let s = Sections { map, entries };
+    let v4 = s.segments(V4).map_err(|e| format!("IPv4 tables: {e}"))?;
+    let v6 = s.segments(V6).map_err(|e| format!("IPv6 tables: {e}"))?;
+    let ranges = CountryRanges::from_parts(v4, v6, &s.codes()?)?;
     Ok((ranges, header))
 }
