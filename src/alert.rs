@@ -143,7 +143,8 @@ impl Alerts {
         }
     }
 
-    /// Where lines go, for the start-up line and the tests: `syslog`, `stderr` or `kamailio`.
+    /// Where lines go, for the tests: `syslog`, `stderr` or `kamailio`.
+    #[cfg(test)]
     pub fn destination(&self) -> &'static str {
         match self.sink {
             Sink::Syslog(_) => "syslog",

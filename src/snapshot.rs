@@ -94,6 +94,9 @@ pub fn read_lists(dir: &Path) -> Result<ListRows, SnapshotError> {
 }
 
 /// Saves the country rows (before flattening, so reading them back rebuilds the same table).
+/// The loader no longer writes this file (the node's country file is the snapshot, see
+/// [`crate::nodefile`]); [`read_countries`] still reads one left by an older version, and the
+/// tests write it to check that path.
 pub fn write_countries(dir: &Path, rows: &CountryRangesBuilder) -> std::io::Result<()> {
     crate::atomicfile::replace(dir, COUNTRIES.0, &seal(COUNTRIES.1, &rows.encode()))
 }

@@ -108,7 +108,7 @@ fn test_hooks(cfg: &Config, data: &Data, black: &[crate::engine::ListRow]) {
 }
 
 /// Logs a snapshot write failure when writing starts failing, not every time.
-pub(super) fn report_snapshot(
+fn report_snapshot(
     data: &Data,
     failed: &mut bool,
     dir: &std::path::Path,
