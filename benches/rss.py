@@ -5,6 +5,7 @@ import glob
 import sys
 
 run, base, test = sys.argv[1], sys.argv[2], sys.argv[3]
+workers = int(sys.argv[4]) if len(sys.argv) > 4 else 2
 
 
 def children(name):
@@ -22,6 +23,6 @@ def children(name):
 
 
 b, t = children(base), children(test)
-bw, tw = [r for r, _ in b[-2:]], [r for r, _ in t[-2:]]
+bw, tw = [r for r, _ in b[-workers:]], [r for r, _ in t[-workers:]]
 print(f"RSS per process (kB), {base}: {[r for r, _ in b]}; {test}: {[r for r, _ in t]}")
-print(f"RSS of the 2 UDP workers: {base} {bw} kB, {test} {tw} kB: +{(sum(tw) - sum(bw)) / 2 / 1024:.1f} MB per worker")
+print(f"RSS of the {workers} UDP workers: {base} {bw} kB, {test} {tw} kB: +{(sum(tw) - sum(bw)) / workers / 1024:.1f} MB per worker")
