@@ -53,8 +53,19 @@ sg_cpath_dir() {
 }
 
 # A free TCP/UDP port on 127.0.0.1, picked by the kernel.
-sg_free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+sg_free_port() {   # free for UDP and TCP: Kamailio listens on UDP, MariaDB and sipp's -t on TCP
+    python3 -c '
+import socket
+for _ in range(100):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); port = u.getsockname()[1]
+    t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", port)); print(port); break
+    except OSError:
+        pass
+    finally:
+        t.close(); u.close()
+'
 }
 
 # sg_mariadb_start DIR [PORT]: a private MariaDB in DIR (datadir, socket, log), loopback only,

@@ -6,6 +6,7 @@ pub mod country_diff;
 pub mod explain;
 pub mod import;
 pub mod lists;
+pub mod workers;
 
 use thiserror::Error;
 

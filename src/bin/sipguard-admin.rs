@@ -78,11 +78,16 @@ enum Command {
     Ua(ListCmd),
     /// Make every worker of every node reload lists and country data on its next round.
     Reload,
-    /// Reload, then wait until every live worker (seen in stats_dir) has loaded the new data.
+    /// Reload, then wait until every live worker (seen in stats_dir) has loaded the new data,
+    /// and name the SIP workers that have had no request yet (from Kamailio's control socket).
     Warm {
         /// Give up after this many seconds (exit code 5).
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// Kamailio's control socket (ctl module), asked with `kamcmd core.psx` for its SIP
+        /// workers.
+        #[arg(long, default_value = "unix:/run/kamailio/kamailio_ctl")]
+        ctl: String,
     },
     /// Show the decision kamailio/kamailio.cfg would take for a source, and the rows behind it.
     Explain {
@@ -458,7 +463,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => println!("no sipguard_generation table (old schema): workers re-read the lists every refresh_secs anyway"),
             }
         }
-        Command::Warm { timeout } => return warm(&cli, *timeout).await,
+        Command::Warm { timeout, ctl } => return warm(&cli, *timeout, ctl).await,
         Command::Explain { address, user, ua } => {
             let mut conn = connect(&cli).await?;
             let e = explain::explain(
@@ -549,8 +554,23 @@ fn stalled_pids(workers: &[stats::WorkerStats]) -> Vec<u32> {
         .collect()
 }
 
-async fn warm(cli: &Cli, timeout: u64) -> anyhow::Result<u8> {
+async fn warm(cli: &Cli, timeout: u64, ctl: &str) -> anyhow::Result<u8> {
     let dir = stats_dir(cli, None)?;
+    // Every SIP worker of the node, as Kamailio lists them: those without a stats file have
+    // had no request yet (the module starts in a worker at its first request).
+    let sip_workers: Option<Vec<u32>> = match admin::workers::processes(ctl, Duration::from_secs(3))
+    {
+        Ok(ps) => Some(
+            ps.iter()
+                .filter(|p| p.is_sip_worker())
+                .map(|p| p.pid)
+                .collect(),
+        ),
+        Err(e) => {
+            eprintln!("sipguard-admin: workers without a request yet are not listed ({e}); pass --ctl with Kamailio's control socket");
+            None
+        }
+    };
     let mut conn = connect(cli).await?;
     let Some(want) = admin::bump_generations(&mut conn, &["lists", "countries"]).await? else {
         return Err(anyhow!(
@@ -569,13 +589,35 @@ async fn warm(cli: &Cli, timeout: u64) -> anyhow::Result<u8> {
             })
             .map(|w| w.pid)
             .collect();
-        if behind.is_empty() && !workers.is_empty() {
+        let idle: Vec<u32> = sip_workers
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|pid| !workers.iter().any(|w| w.pid == *pid))
+            .collect();
+        if behind.is_empty() && (!workers.is_empty() || !idle.is_empty()) {
             println!(
                 "{} worker(s) loaded lists generation {} and countries generation {}",
                 workers.len(),
                 want.lists,
                 want.countries
             );
+            if !idle.is_empty() {
+                let file = load_config(&cli.config)
+                    .and_then(|c| c.snapshot_dir)
+                    .and_then(|d| sipguard::nodefile::for_generation(&d, want.countries));
+                let how = match file {
+                    Some(f) => format!("mapping {} (built)", f.display()),
+                    None => format!(
+                        "reading the tables (the node's file for countries generation {} is not built yet)",
+                        want.countries
+                    ),
+                };
+                println!(
+                    "{} worker(s) have had no request yet, {idle:?}: each loads the current data at its first request, {how}",
+                    idle.len()
+                );
+            }
             return Ok(0);
         }
         if Instant::now() >= deadline {

@@ -46,6 +46,16 @@ pub fn key(marker: &str) -> u32 {
     crc32fast::hash(marker.as_bytes())
 }
 
+/// The node's file for `sipguard_generation.countries` = `generation` in `dir`, if one has been
+/// built (by name: `countries.<generation>.<key>.map`; not opened).
+pub fn for_generation(dir: &Path, generation: u64) -> Option<PathBuf> {
+    let stem = format!("{PREFIX}{generation}.");
+    data_files(dir).into_iter().rev().map(|(_, f)| f).find(|f| {
+        f.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&stem))
+    })
+}
+
 /// Maps `path` and checks it whole.
 pub fn map(path: &Path) -> Result<(CountryRanges, Header), String> {
     let m = FileMap::open(path).map_err(|e| format!("{}: {e}", path.display()))?;

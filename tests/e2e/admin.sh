@@ -312,4 +312,25 @@ admin stats | grep -q 'live worker' && ok "stats prints a table" || ko "stats ta
 out=$(admin warm --timeout 10); rc=$?
 [ $rc -eq 0 ] && grep -q 'worker(s) loaded lists generation' <<<"$out" && ok "warm: $out" || ko "warm" "rc=$rc $out"
 
+# 8. warm names every SIP worker of the node, also those that have had no request yet (asked
+# from Kamailio's control socket), and says what they will load: a second node with 4 workers.
+mkdir -p "$dir/kam4"
+sg_write_config "$dir/kam4/sipguard.json"
+sg_kamailio_start "$dir/kam4" "$SG_ROOT/tests/e2e/kamailio-test.cfg" -n 4 || ko "4-worker node" "did not start"
+admin4() { "$SG_ROOT/target/release/sipguard-admin" --config "$dir/kam4/sipguard.json" --db-url "$(sg_admin_url)" "$@"; }
+receivers=$(kamcmd -s "unix:$dir/kam4/kamailio_ctl" core.psx | awk '/PID:/ {p=$2} /DSC: udp receiver/ {print p}' | sort -n | tr '\n' ' ')
+listed() { grep -o 'no request yet, \[[0-9, ]*\]' <<<"$1" | grep -o '[0-9]\+' | sort -n | tr '\n' ' '; }
+out=$(admin4 warm --timeout 10 --ctl "unix:$dir/kam4/kamailio_ctl"); rc=$?
+[ $rc -eq 0 ] && grep -q '^0 worker(s) loaded' <<<"$out" && grep -q '^4 worker(s) have had no request yet' <<<"$out" \
+    && [ "$(listed "$out")" = "$receivers" ] && grep -q 'is not built yet' <<<"$out" \
+    && ok "warm before any request: the 4 UDP receivers Kamailio lists ($receivers) named idle" || ko "warm, idle node" "rc=$rc receivers=$receivers $out"
+sg_options "$dir" 127.0.0.50 "" idle1 || ko "4-worker node" "no answer"
+out=$(admin4 warm --timeout 10 --ctl "unix:$dir/kam4/kamailio_ctl"); rc=$?
+[ $rc -eq 0 ] && grep -q '^1 worker(s) loaded' <<<"$out" && grep -q '^3 worker(s) have had no request yet' <<<"$out" \
+    && grep -q "mapping $dir/kam4/snapshot/countries\.[0-9]*\.[0-9a-f]*\.map (built)" <<<"$out" \
+    && ok "warm after one request: 1 loaded, 3 idle will map the node's file" || ko "warm, one worker" "rc=$rc $out"
+out=$(admin4 warm --timeout 3 --ctl "unix:$dir/nonexistent_ctl" 2>&1); rc=$?
+[ $rc -eq 0 ] && grep -q 'not listed (kamcmd' <<<"$out" && ok "warm without the control socket says the idle workers are not listed" \
+    || ko "warm, no ctl" "rc=$rc $out"
+
 sg_suite_end
