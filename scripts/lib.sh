@@ -65,6 +65,8 @@ for _ in range(100):
         pass
     finally:
         t.close(); u.close()
+else:
+    raise SystemExit("sg_free_port: no port free for both UDP and TCP in 100 tries")
 '
 }
 

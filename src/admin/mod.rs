@@ -27,6 +27,9 @@ pub enum AdminError {
     /// The database refused or did not answer.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Kamailio could not be asked (kamcmd missing, control socket unreachable, no answer).
+    #[error("{0}")]
+    Kamailio(String),
     /// A file could not be read.
     #[error("{path}: {source}")]
     Io {
@@ -44,7 +47,7 @@ impl AdminError {
             AdminError::Input(_) => 2,
             AdminError::NotFound(_) => 3,
             AdminError::Busy(_) => 4,
-            AdminError::Db(_) | AdminError::Io { .. } => 1,
+            AdminError::Db(_) | AdminError::Io { .. } | AdminError::Kamailio(_) => 1,
         }
     }
 }

@@ -2,9 +2,8 @@
 //! over its `ctl` control socket), so that `sipguard-admin warm` can name every worker of the
 //! node, including those that have not received a request yet and so have written no stats file.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use super::AdminError;
 
@@ -52,53 +51,72 @@ pub fn parse_psx(text: &str) -> Vec<KamailioProcess> {
 /// default) for its processes, with `kamcmd` (Debian's `kamailio` package). Gives up after
 /// `deadline`: a hung Kamailio must not hang the tool.
 ///
-/// Errors: [`AdminError::Input`] naming kamcmd's complaint (no such socket, permission) or the
-/// timeout.
-pub fn processes(ctl: &str, deadline: Duration) -> Result<Vec<KamailioProcess>, AdminError> {
-    let mut child = Command::new("kamcmd")
+/// Errors: [`AdminError::Kamailio`] naming kamcmd's complaint (not installed, no such socket,
+/// permission, nothing listed) or the timeout.
+pub async fn processes(ctl: &str, deadline: Duration) -> Result<Vec<KamailioProcess>, AdminError> {
+    let run = tokio::process::Command::new("kamcmd")
         .args(["-s", ctl, "core.psx"])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| AdminError::Input(format!("kamcmd: {e}")))?;
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if started.elapsed() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(AdminError::Input(format!(
-                    "kamcmd -s {ctl} core.psx: no answer within {} s",
-                    deadline.as_secs()
-                )));
-            }
-            Err(e) => return Err(AdminError::Input(format!("kamcmd: {e}"))),
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(deadline, run).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(AdminError::Kamailio(format!("kamcmd: {e}"))),
+        Err(_) => {
+            return Err(AdminError::Kamailio(format!(
+                "kamcmd -s {ctl} core.psx: no answer within {} s",
+                deadline.as_secs()
+            )))
         }
     };
-    let (mut out, mut err) = (String::new(), String::new());
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    let found = parse_psx(&out);
-    if !status.success() || found.is_empty() {
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let found = parse_psx(&text);
+    if !out.status.success() || found.is_empty() {
         let why = err
             .lines()
-            .chain(out.lines())
+            .chain(text.lines())
             .next()
             .unwrap_or("no processes listed");
-        return Err(AdminError::Input(format!(
+        return Err(AdminError::Kamailio(format!(
             "kamcmd -s {ctl} core.psx: {why}"
         )));
     }
     Ok(found)
+}
+
+/// Where a Kamailio process stands with sipguard, read from `/proc/PID` (same user or root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleState {
+    /// The module is not mapped: this Kamailio does not load sipguard (or the pid is gone).
+    NotLoaded,
+    /// The module is loaded (the Lua script `require`d it) but has not started: no request yet.
+    Idle,
+    /// Its loader thread runs (`sipguard-db`): it has had a request.
+    Started,
+}
+
+/// Reads `/proc/PID/maps` for the module and `/proc/PID/task/*/comm` for its threads.
+pub fn module_state(pid: u32) -> ModuleState {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok());
+    if threads.into_iter().any(|c| c.starts_with("sipguard-")) {
+        return ModuleState::Started;
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    if maps
+        .lines()
+        .any(|l| l.ends_with("/sipguard.so") || l.ends_with("/libsipguard.so"))
+    {
+        ModuleState::Idle
+    } else {
+        ModuleState::NotLoaded
+    }
 }
 
 #[cfg(test)]
@@ -128,12 +146,21 @@ mod tests {
         assert_eq!(workers, [15193, 15199]);
     }
 
-    #[test]
-    fn an_unreachable_socket_is_an_error_naming_it() {
+    #[tokio::test]
+    async fn an_unreachable_socket_is_an_error_naming_it() {
         let ctl = "unix:/nonexistent/sipguard-test/kamailio_ctl";
-        match processes(ctl, Duration::from_secs(5)) {
-            Err(AdminError::Input(m)) => assert!(m.contains("kamcmd"), "{m}"),
+        match processes(ctl, Duration::from_secs(5)).await {
+            Err(AdminError::Kamailio(m)) => {
+                assert!(m.contains("core.psx") || m.contains("kamcmd: "), "{m}")
+            }
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn this_test_process_does_not_load_the_module() {
+        // The test binary links the library statically: no sipguard.so mapping, no loader thread.
+        assert_eq!(module_state(std::process::id()), ModuleState::NotLoaded);
+        assert_eq!(module_state(u32::MAX), ModuleState::NotLoaded);
     }
 }

@@ -554,23 +554,40 @@ fn stalled_pids(workers: &[stats::WorkerStats]) -> Vec<u32> {
         .collect()
 }
 
+/// The SIP workers of the Kamailio behind `ctl` that load sipguard, or `None` (said on stderr)
+/// when that cannot be known: no answer, no sipguard in it, or another node than the one
+/// writing `live` stats.
+async fn node_sip_workers(ctl: &str, live: &[stats::WorkerStats]) -> Option<Vec<u32>> {
+    use admin::workers::{module_state, processes, ModuleState};
+    let why = match processes(ctl, Duration::from_secs(3)).await {
+        Ok(ps) => {
+            let pids: Vec<u32> = ps
+                .iter()
+                .filter(|p| p.is_sip_worker() && module_state(p.pid) != ModuleState::NotLoaded)
+                .map(|p| p.pid)
+                .collect();
+            if pids.is_empty() {
+                format!("no SIP worker of the Kamailio at {ctl} loads sipguard")
+            } else if !live.is_empty() && !live.iter().any(|w| pids.contains(&w.pid)) {
+                format!(
+                    "the Kamailio at {ctl} is not the one whose workers write the stats directory"
+                )
+            } else {
+                return Some(pids);
+            }
+        }
+        Err(e) => e.to_string(),
+    };
+    eprintln!("sipguard-admin: workers without a request yet are not listed ({why}); pass --ctl with this node's control socket");
+    None
+}
+
 async fn warm(cli: &Cli, timeout: u64, ctl: &str) -> anyhow::Result<u8> {
     let dir = stats_dir(cli, None)?;
-    // Every SIP worker of the node, as Kamailio lists them: those without a stats file have
-    // had no request yet (the module starts in a worker at its first request).
-    let sip_workers: Option<Vec<u32>> = match admin::workers::processes(ctl, Duration::from_secs(3))
-    {
-        Ok(ps) => Some(
-            ps.iter()
-                .filter(|p| p.is_sip_worker())
-                .map(|p| p.pid)
-                .collect(),
-        ),
-        Err(e) => {
-            eprintln!("sipguard-admin: workers without a request yet are not listed ({e}); pass --ctl with Kamailio's control socket");
-            None
-        }
-    };
+    let live = stats::read_live(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    // Every SIP worker of the node, as Kamailio lists them: the module starts in a worker at
+    // its first request, so those without a stats file have had none yet.
+    let sip_workers = node_sip_workers(ctl, &live).await;
     let mut conn = connect(cli).await?;
     let Some(want) = admin::bump_generations(&mut conn, &["lists", "countries"]).await? else {
         return Err(anyhow!(
@@ -581,7 +598,7 @@ async fn warm(cli: &Cli, timeout: u64, ctl: &str) -> anyhow::Result<u8> {
     loop {
         let workers =
             stats::read_live(&dir).with_context(|| format!("reading {}", dir.display()))?;
-        let behind: Vec<u32> = workers
+        let mut behind: Vec<u32> = workers
             .iter()
             .filter(|w| {
                 w.lists_generation < Some(want.lists)
@@ -589,29 +606,40 @@ async fn warm(cli: &Cli, timeout: u64, ctl: &str) -> anyhow::Result<u8> {
             })
             .map(|w| w.pid)
             .collect();
-        let idle: Vec<u32> = sip_workers
-            .iter()
-            .flatten()
-            .copied()
-            .filter(|pid| !workers.iter().any(|w| w.pid == *pid))
-            .collect();
+        let mut idle = Vec::new();
+        for pid in sip_workers.iter().flatten().copied() {
+            if workers.iter().any(|w| w.pid == pid) {
+                continue;
+            }
+            match admin::workers::module_state(pid) {
+                admin::workers::ModuleState::Idle => idle.push(pid),
+                // Has had a request but not yet written its first stats: still loading.
+                admin::workers::ModuleState::Started => behind.push(pid),
+                admin::workers::ModuleState::NotLoaded => {} // gone since
+            }
+        }
         if behind.is_empty() && (!workers.is_empty() || !idle.is_empty()) {
-            println!(
-                "{} worker(s) loaded lists generation {} and countries generation {}",
-                workers.len(),
-                want.lists,
-                want.countries
-            );
+            if workers.is_empty() {
+                println!("no worker has loaded data yet");
+            } else {
+                println!(
+                    "{} worker(s) loaded lists generation {} and countries generation {}",
+                    workers.len(),
+                    want.lists,
+                    want.countries
+                );
+            }
             if !idle.is_empty() {
-                let file = load_config(&cli.config)
-                    .and_then(|c| c.snapshot_dir)
-                    .and_then(|d| sipguard::nodefile::for_generation(&d, want.countries));
-                let how = match file {
-                    Some(f) => format!("mapping {} (built)", f.display()),
-                    None => format!(
-                        "reading the tables (the node's file for countries generation {} is not built yet)",
-                        want.countries
-                    ),
+                let snapshot_dir = load_config(&cli.config).and_then(|c| c.snapshot_dir);
+                let how = match snapshot_dir {
+                    None => "reading the country tables into a copy of its own (snapshot_dir is null)".to_string(),
+                    Some(d) => match sipguard::nodefile::for_generation(&d, want.countries) {
+                        Some(f) => format!("mapping {} (built)", f.display()),
+                        None => format!(
+                            "the first of them reading the country tables into the node's file for countries generation {} (not built yet)",
+                            want.countries
+                        ),
+                    },
                 };
                 println!(
                     "{} worker(s) have had no request yet, {idle:?}: each loads the current data at its first request, {how}",

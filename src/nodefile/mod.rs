@@ -46,8 +46,9 @@ pub fn key(marker: &str) -> u32 {
     crc32fast::hash(marker.as_bytes())
 }
 
-/// The node's file for `sipguard_generation.countries` = `generation` in `dir`, if one has been
-/// built (by name: `countries.<generation>.<key>.map`; not opened).
+/// The node's newest file for `sipguard_generation.countries` = `generation` in `dir`, if one has
+/// been built (by name: `countries.<generation>.<key>.map`, whatever the key; not opened). A
+/// hand edit that keeps the generation gives a second file of it; the newest is named.
 pub fn for_generation(dir: &Path, generation: u64) -> Option<PathBuf> {
     let stem = format!("{PREFIX}{generation}.");
     data_files(dir).into_iter().rev().map(|(_, f)| f).find(|f| {

@@ -11,7 +11,8 @@ sg_mariadb_start "$dir/db"
 sg_schema
 mkdir -p "$dir/kam"
 sg_write_config "$dir/kam/sipguard.json"
-admin() { "$SG_ROOT/target/release/sipguard-admin" --config "$dir/kam/sipguard.json" --db-url "$(sg_admin_url)" "$@"; }
+# ADMIN_CONFIG: another node's config (step 8).
+admin() { "$SG_ROOT/target/release/sipguard-admin" --config "${ADMIN_CONFIG:-$dir/kam/sipguard.json}" --db-url "$(sg_admin_url)" "$@"; }
 sg_kamailio_start "$dir/kam" "$SG_ROOT/tests/e2e/kamailio-test.cfg" || { echo "admin: 0 passed, 1 failed"; exit 1; }
 LOG="$dir/kam/kamailio.log"
 
@@ -313,23 +314,29 @@ out=$(admin warm --timeout 10); rc=$?
 [ $rc -eq 0 ] && grep -q 'worker(s) loaded lists generation' <<<"$out" && ok "warm: $out" || ko "warm" "rc=$rc $out"
 
 # 8. warm names every SIP worker of the node, also those that have had no request yet (asked
-# from Kamailio's control socket), and says what they will load: a second node with 4 workers.
-mkdir -p "$dir/kam4"
-sg_write_config "$dir/kam4/sipguard.json"
-sg_kamailio_start "$dir/kam4" "$SG_ROOT/tests/e2e/kamailio-test.cfg" -n 4 || ko "4-worker node" "did not start"
-admin4() { "$SG_ROOT/target/release/sipguard-admin" --config "$dir/kam4/sipguard.json" --db-url "$(sg_admin_url)" "$@"; }
-receivers=$(kamcmd -s "unix:$dir/kam4/kamailio_ctl" core.psx | awk '/PID:/ {p=$2} /DSC: udp receiver/ {print p}' | sort -n | tr '\n' ' ')
+# from Kamailio's control socket), and says what they will load: a second node, 4 UDP workers.
+mkdir -p "$dir/kam-4"
+sg_write_config "$dir/kam-4/sipguard.json"
+sg_kamailio_start "$dir/kam-4" "$SG_ROOT/tests/e2e/kamailio-test.cfg" -n 4 || ko "4-worker node" "did not start"
+ctl="unix:$dir/kam-4/kamailio_ctl"
+# Kamailio's SIP receivers (UDP and TCP), read here from core.psx independently of the tool.
+receivers=$(kamcmd -s "$ctl" core.psx | awk '/PID:/ {p=$2} /DSC: .*receiver.*child=/ {print p}' | sort -n | tr '\n' ' ')
+nrecv=$(wc -w <<<"$receivers")
 listed() { grep -o 'no request yet, \[[0-9, ]*\]' <<<"$1" | grep -o '[0-9]\+' | sort -n | tr '\n' ' '; }
-out=$(admin4 warm --timeout 10 --ctl "unix:$dir/kam4/kamailio_ctl"); rc=$?
-[ $rc -eq 0 ] && grep -q '^0 worker(s) loaded' <<<"$out" && grep -q '^4 worker(s) have had no request yet' <<<"$out" \
-    && [ "$(listed "$out")" = "$receivers" ] && grep -q 'is not built yet' <<<"$out" \
-    && ok "warm before any request: the 4 UDP receivers Kamailio lists ($receivers) named idle" || ko "warm, idle node" "rc=$rc receivers=$receivers $out"
+out=$(ADMIN_CONFIG="$dir/kam-4/sipguard.json" admin warm --timeout 10 --ctl "$ctl"); rc=$?
+[ $rc -eq 0 ] && [ "$nrecv" -ge 4 ] && grep -q '^no worker has loaded data yet' <<<"$out" \
+    && grep -q "^$nrecv worker(s) have had no request yet" <<<"$out" && [ "$(listed "$out")" = "$receivers" ] \
+    && grep -q 'not built yet' <<<"$out" \
+    && ok "warm before any request: the $nrecv receivers Kamailio lists named idle" || ko "warm, idle node" "rc=$rc receivers=$receivers $out"
 sg_options "$dir" 127.0.0.50 "" idle1 || ko "4-worker node" "no answer"
-out=$(admin4 warm --timeout 10 --ctl "unix:$dir/kam4/kamailio_ctl"); rc=$?
-[ $rc -eq 0 ] && grep -q '^1 worker(s) loaded' <<<"$out" && grep -q '^3 worker(s) have had no request yet' <<<"$out" \
-    && grep -q "mapping $dir/kam4/snapshot/countries\.[0-9]*\.[0-9a-f]*\.map (built)" <<<"$out" \
-    && ok "warm after one request: 1 loaded, 3 idle will map the node's file" || ko "warm, one worker" "rc=$rc $out"
-out=$(admin4 warm --timeout 3 --ctl "unix:$dir/nonexistent_ctl" 2>&1); rc=$?
+out=$(ADMIN_CONFIG="$dir/kam-4/sipguard.json" admin warm --timeout 10 --ctl "$ctl"); rc=$?
+[ $rc -eq 0 ] && grep -q '^1 worker(s) loaded' <<<"$out" && grep -q "^$((nrecv - 1)) worker(s) have had no request yet" <<<"$out" \
+    && grep -q "mapping $dir/kam-4/snapshot/countries\.[0-9]*\.[0-9a-f]*\.map (built)" <<<"$out" \
+    && ok "warm after one request: 1 loaded, $((nrecv - 1)) idle will map the node's file" || ko "warm, one worker" "rc=$rc $out"
+out=$(ADMIN_CONFIG="$dir/kam-4/sipguard.json" admin warm --timeout 3 --ctl "unix:$dir/kam/kamailio_ctl" 2>&1); rc=$?
+grep -q 'is not the one whose workers write the stats directory' <<<"$out" \
+    && ok "warm refuses to list another node's workers as this one's" || ko "warm, other node's ctl" "rc=$rc $out"
+out=$(ADMIN_CONFIG="$dir/kam-4/sipguard.json" admin warm --timeout 3 --ctl "unix:$dir/nonexistent_ctl" 2>&1); rc=$?
 [ $rc -eq 0 ] && grep -q 'not listed (kamcmd' <<<"$out" && ok "warm without the control socket says the idle workers are not listed" \
     || ko "warm, no ctl" "rc=$rc $out"
 
