@@ -278,9 +278,11 @@ fn load(cfg: &Config, data: &Data, state: &CountryState) -> Outcome {
                 key: nodefile::key(state.marker.as_deref().unwrap_or_default()),
             };
             let mut notes = Vec::new();
+            // Waiting for another worker's build holds this thread only, never a request.
             let got = nodefile::obtain(
                 dir,
                 header,
+                cfg.load_timeout(),
                 || {
                     let (builder, load) = read(cfg, data)?;
                     read_here = Some(describe(&load));

@@ -22,6 +22,7 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use format::Header;
 pub use mapping::FileMap;
@@ -80,17 +81,22 @@ pub enum Obtained {
         /// Why the file could not be written.
         why: String,
     },
-    /// Another process is building this generation: keep serving, look again next round.
+    /// Another process was still building this generation when the wait ran out: keep
+    /// serving, look again next round.
     Busy,
 }
 
 /// The node's tables for `header`: maps the file if it is there; else, if no other process is
 /// building it, builds it with `load` (the database read), writes it, removes files no
-/// process maps any more, and maps it. `notes` gets what the operator should know (a corrupt
-/// file replaced, old files that could not be removed).
+/// process maps any more, and maps it. While another process builds it, waits up to `wait`
+/// for its file (polling every 20 ms: the waiting workers map it as soon as it is renamed
+/// into place, not a refresh round later), then answers [`Obtained::Busy`]; so call it from a
+/// background thread. `notes` gets what the operator should know (a corrupt file replaced,
+/// old files that could not be removed).
 pub fn obtain(
     dir: &Path,
     header: Header,
+    wait: Duration,
     load: impl FnOnce() -> Result<CountryRanges, String>,
     notes: &mut Vec<String>,
 ) -> Result<Obtained, String> {
@@ -116,8 +122,15 @@ pub fn obtain(
     if let Ok(lock) = &lock {
         // SAFETY: flock on a descriptor we own; released when `lock` closes (or the process
         // dies, so a builder that dies midway hands over to the next one).
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Ok(Obtained::Busy);
+        let started = Instant::now();
+        while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            if let Ok((r, _)) = map(&path) {
+                return Ok(mapped(r, false));
+            }
+            if started.elapsed() >= wait {
+                return Ok(Obtained::Busy);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         // Built by another process between our look and our lock?
         if let Ok((r, _)) = map(&path) {
@@ -309,6 +322,56 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_worker_maps_the_file_as_soon_as_the_builder_renames_it() {
+        let d = dir("wait");
+        let loads = AtomicUsize::new(0);
+        let build = || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(400));
+            Ok(sample())
+        };
+        let (waited, built_here) = std::thread::scope(|s| {
+            let builder = s.spawn(|| obtain(&d, H, Duration::ZERO, build, &mut Vec::new()));
+            std::thread::sleep(Duration::from_millis(100)); // the builder holds the lock now
+            let t = Instant::now();
+            let got = obtain(&d, H, Duration::from_secs(10), build, &mut Vec::new()).unwrap();
+            let waited = t.elapsed();
+            let built_here = matches!(got, Obtained::Mapped { built: true, .. });
+            assert!(
+                matches!(got, Obtained::Mapped { .. }),
+                "the waiter maps the file"
+            );
+            assert!(matches!(
+                builder.join().unwrap().unwrap(),
+                Obtained::Mapped { built: true, .. }
+            ));
+            (waited, built_here)
+        });
+        assert!(!built_here, "the waiter did not read the database");
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one database read");
+        // It mapped within a few polls of the rename (~300 ms after it began to wait), not
+        // after its 10 s bound.
+        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        // With no time to wait, the same situation answers Busy at once.
+        let h2 = Header {
+            generation: Some(99),
+            ..H
+        };
+        std::thread::scope(|s| {
+            let b = s.spawn(|| obtain(&d, h2, Duration::ZERO, build, &mut Vec::new()));
+            std::thread::sleep(Duration::from_millis(100));
+            let t = Instant::now();
+            assert!(matches!(
+                obtain(&d, h2, Duration::ZERO, build, &mut Vec::new()).unwrap(),
+                Obtained::Busy
+            ));
+            assert!(t.elapsed() < Duration::from_millis(300));
+            b.join().unwrap().unwrap();
+        });
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn racing_builders_read_the_database_once_and_old_files_go_when_unmapped() {
         let d = dir("race");
         let loads = AtomicUsize::new(0);
@@ -323,7 +386,8 @@ mod tests {
                     s.spawn(|| {
                         // Each worker retries every 50 ms until it has the tables.
                         loop {
-                            match obtain(&d, H, slow_load, &mut Vec::new()).unwrap() {
+                            match obtain(&d, H, Duration::ZERO, slow_load, &mut Vec::new()).unwrap()
+                            {
                                 Obtained::Mapped { ranges, .. } => {
                                     return ranges.sizes() == sample().sizes()
                                 }
@@ -351,7 +415,7 @@ mod tests {
             key: 1,
         };
         assert!(matches!(
-            obtain(&d, h8, || Ok(sample()), &mut Vec::new()).unwrap(),
+            obtain(&d, h8, Duration::ZERO, || Ok(sample()), &mut Vec::new()).unwrap(),
             Obtained::Mapped { .. }
         ));
         assert!(d.join(file_name(H)).exists(), "removed while mapped");
@@ -361,7 +425,7 @@ mod tests {
             key: 2,
         };
         assert!(matches!(
-            obtain(&d, h9, || Ok(sample()), &mut Vec::new()).unwrap(),
+            obtain(&d, h9, Duration::ZERO, || Ok(sample()), &mut Vec::new()).unwrap(),
             Obtained::Mapped { .. }
         ));
         assert!(!d.join(file_name(H)).exists() && !d.join(file_name(h8)).exists());
