@@ -158,9 +158,28 @@ mod tests {
     }
 
     #[test]
-    fn this_test_process_does_not_load_the_module() {
-        // The test binary links the library statically: no sipguard.so mapping, no loader thread.
-        assert_eq!(module_state(std::process::id()), ModuleState::NotLoaded);
+    fn a_process_without_the_module_is_not_loaded_and_a_sipguard_thread_means_started() {
+        // Other tests in this binary start sipguard threads, so a plain child process is the
+        // process without the module; this process, with a named thread parked, is Started.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let state = module_state(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(state, ModuleState::NotLoaded);
         assert_eq!(module_state(u32::MAX), ModuleState::NotLoaded);
+
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let parked = std::thread::Builder::new()
+            .name("sipguard-test".into())
+            .spawn(move || {
+                let _ = rx.recv();
+            })
+            .expect("thread starts");
+        assert_eq!(module_state(std::process::id()), ModuleState::Started);
+        drop(tx);
+        parked.join().expect("thread ends");
     }
 }
