@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::alert::Alerts;
+use crate::bans::Bans;
 use crate::engine::Lists;
 use crate::logq::{Level, LogQueue};
 use crate::ranges::CountryRanges;
@@ -59,6 +60,11 @@ impl Phase {
 pub struct Data {
     lists: RwLock<Option<Arc<Lists>>>,
     countries: RwLock<Option<Arc<CountryRanges>>>,
+    /// The bans in force; published apart from the lists, without touching `generation`: a
+    /// request checks them on every call, so answers cached per source stay valid.
+    bans: RwLock<Option<Arc<Bans>>>,
+    /// Bumped on every publish of `bans`.
+    bans_generation: AtomicU64,
     /// Bumped on every publish, so per-source cache entries know when they are stale.
     generation: AtomicU64,
     /// (lists, countries): set once the first attempt to load each has ended, either way;
@@ -91,6 +97,8 @@ impl Data {
         Data {
             lists: RwLock::default(),
             countries: RwLock::default(),
+            bans: RwLock::default(),
+            bans_generation: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             first_attempt: (Mutex::new((false, false)), Condvar::new()),
             logs: LogQueue::default(),
@@ -123,6 +131,27 @@ impl Data {
     /// Replaces the country ranges for every later request; returns the previous ones.
     pub fn publish_countries(&self, ranges: CountryRanges) -> Option<Arc<CountryRanges>> {
         self.publish(&self.countries, ranges)
+    }
+
+    /// The bans in force, if any were loaded.
+    pub fn bans(&self) -> Option<Arc<Bans>> {
+        self.bans.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the bans for every later request; returns the previous ones.
+    pub fn publish_bans(&self, bans: Bans) -> Option<Arc<Bans>> {
+        let old = self
+            .bans
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(Arc::new(bans));
+        self.bans_generation.fetch_add(1, Ordering::AcqRel);
+        old
+    }
+
+    /// Bumped by every publish of the bans.
+    pub fn bans_generation(&self) -> u64 {
+        self.bans_generation.load(Ordering::Acquire)
     }
 
     fn publish<T>(&self, slot: &RwLock<Option<Arc<T>>>, value: T) -> Option<Arc<T>> {

@@ -353,6 +353,11 @@ pub enum BlackKind {
     Ua(UaPattern),
     /// No lists were ever loaded and the policy is `block`.
     NoData,
+    /// A `sipguard_ban` row in force (see [`crate::bans`]): banned until `until_ms` (Unix ms).
+    Ban {
+        /// When the ban ends.
+        until_ms: u64,
+    },
 }
 
 impl Verdict {
@@ -374,6 +379,7 @@ impl Verdict {
             Verdict::Black(BlackKind::User) => "user",
             Verdict::Black(BlackKind::Ua(_)) => "ua",
             Verdict::Black(BlackKind::NoData) => "nodata",
+            Verdict::Black(BlackKind::Ban { .. }) => "ban",
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::addr::{self, AddrError};
+use crate::bans::Bans;
 use crate::cache::TtlLru;
 use crate::config::Config;
 use crate::data::Data;
@@ -40,6 +41,9 @@ struct Local {
     cache_generation: u64,
     lists: Option<Arc<Lists>>,
     countries: Option<Arc<CountryRanges>>,
+    /// The bans in force, and the [`Data::bans_generation`] they were taken at.
+    bans: Option<Arc<Bans>>,
+    bans_generation: u64,
     limit: RateLimit,
     waited: bool,
     /// Calls since start; every [`STALL_CHECK_EVERY`]th one looks at the loader's heartbeat.
@@ -90,6 +94,8 @@ impl Guard {
             last: None,
             lists: None,
             countries: None,
+            bans: None,
+            bans_generation: 0,
             cache: (cfg.cache_size > 0).then(|| TtlLru::new(cfg.cache_size, cfg.cache_ttl())),
             cache_generation: 0,
             limit: RateLimit::new(cfg.log_interval()),
@@ -143,6 +149,7 @@ impl Guard {
                 engine::BlackKind::User => &c.decided_black_user,
                 engine::BlackKind::Ua(_) => &c.decided_black_ua,
                 engine::BlackKind::NoData => &c.decided_nodata,
+                engine::BlackKind::Ban { .. } => &c.decided_black_ban,
             }),
         }
         v
@@ -241,6 +248,11 @@ impl Guard {
         if self.watch_loader && local.calls.is_multiple_of(STALL_CHECK_EVERY) {
             self.check_stall(local);
         }
+        let bans = self.data.bans_generation();
+        if local.bans_generation != bans {
+            local.bans = self.data.bans();
+            local.bans_generation = bans;
+        }
         let generation = self.data.generation();
         if local.cache_generation != generation {
             local.lists = self.data.lists();
@@ -290,7 +302,22 @@ impl Guard {
         }
     }
 
+    /// The source's answer from the lists and the country tables (cached per source), then
+    /// the bans: checked on every call, after the allow-list, and never cached, so a ban
+    /// ends on time without a reload.
     fn answer(&self, raw: &str, func: &str) -> Option<SourceAnswer> {
+        let (ip, mut a) = self.answer_lists(raw, func)?;
+        if !matches!(a.verdict, Verdict::White(_)) {
+            let local = self.lock_local();
+            let ban = local.bans.as_ref().filter(|b| !b.is_empty());
+            if let Some(until_ms) = ban.and_then(|b| b.banned_until(ip, crate::stats::now_ms())) {
+                a.verdict = Verdict::Black(engine::BlackKind::Ban { until_ms });
+            }
+        }
+        Some(a)
+    }
+
+    fn answer_lists(&self, raw: &str, func: &str) -> Option<(IpAddr, SourceAnswer)> {
         // Every source check passes here (check_blacklist, get_countrycode, sipguard.check).
         if self.cfg.test_hooks && raw == "sipguard-test-panic" {
             panic!("test hook: deliberate panic");
@@ -314,7 +341,7 @@ impl Guard {
         if let Some((last, a)) = &local.last {
             if *last == ip {
                 bump(&self.data.counters.cache_hits);
-                return Some(a.clone());
+                return Some((ip, a.clone()));
             }
         }
         let now = local.cache.as_ref().map(|_| Instant::now());
@@ -322,7 +349,7 @@ impl Guard {
             if let Some(hit) = c.get(&ip, now) {
                 bump(&self.data.counters.cache_hits);
                 local.last = Some((ip, hit.clone()));
-                return Some(hit);
+                return Some((ip, hit));
             }
         }
         bump(&self.data.counters.cache_misses);
@@ -334,7 +361,7 @@ impl Guard {
             c.put(ip, answer.clone(), now);
         }
         local.last = Some((ip, answer.clone()));
-        Some(answer)
+        Some((ip, answer))
     }
 }
 

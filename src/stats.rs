@@ -47,6 +47,7 @@ counters! {
     decided_black_user: "black_list_user matches.",
     decided_black_ua: "Scanner User-Agent matches.",
     decided_nodata: "Answers given by the on_no_data policy.",
+    decided_black_ban: "Sources refused by a ban in force (sipguard_ban).",
     db_rounds: "Refresh rounds run by the loader.",
     db_queries: "Queries sent.",
     db_errors: "Rounds that failed on a database error.",

@@ -743,3 +743,61 @@ fn a_node_reads_the_country_tables_once_for_all_its_workers() {
         "{read} rows read for {rows} country rows and 4 workers"
     );
 }
+
+/// Issue 14: a `sipguard_ban` row is enforced within the refresh bound, the allow-list wins,
+/// a ban ends on the worker's own clock, and a DELETE lifts it.
+#[test]
+fn bans_from_the_table_are_enforced_expire_and_are_lifted() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let url = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_bans").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        c.query_drop("INSERT INTO white_list (ip, detail) VALUES ('198.51.100.9', 'carrier')")
+            .await
+            .unwrap();
+        url
+    });
+    let g = Guard::start(config(&url, ""));
+    assert_eq!(g.check_blacklist("198.51.100.7"), Verdict::Clear);
+    let run = |sql: &'static str| {
+        rt.block_on(async {
+            let mut c = common::connect(&url).await;
+            c.query_drop(sql).await.unwrap();
+        })
+    };
+    run(
+        "INSERT INTO sipguard_ban (source, until_ms, reason, node) VALUES \
+         ('198.51.100.0/24', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) + 600000, 'flood', 'a'), \
+         ('203.0.113.5', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) + 2500, 'short', 'a')",
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || g
+            .check_blacklist("198.51.100.7")
+            .kind()
+            == "ban"),
+        "the network ban was not enforced within 2 s"
+    );
+    assert_eq!(g.check_blacklist("203.0.113.5").kind(), "ban");
+    // The allow-list wins over a ban of a network around it.
+    assert!(matches!(
+        g.check_blacklist("198.51.100.9"),
+        Verdict::White(_)
+    ));
+    // The short ban ends by itself.
+    assert!(
+        eventually(Duration::from_secs(4), || g.check_blacklist("203.0.113.5")
+            == Verdict::Clear),
+        "the short ban did not end"
+    );
+    // A lift reaches the worker within the bound.
+    run("DELETE FROM sipguard_ban WHERE source = '198.51.100.0/24'");
+    assert!(
+        eventually(Duration::from_secs(2), || g.check_blacklist("198.51.100.7")
+            == Verdict::Clear),
+        "the lifted ban was still enforced after 2 s"
+    );
+}

@@ -109,3 +109,24 @@ CREATE OR REPLACE TRIGGER `sg_black_list_user_ad` AFTER DELETE ON `black_list_us
 CREATE OR REPLACE TRIGGER `sg_black_list_ua_ai` AFTER INSERT ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
 CREATE OR REPLACE TRIGGER `sg_black_list_ua_au` AFTER UPDATE ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
 CREATE OR REPLACE TRIGGER `sg_black_list_ua_ad` AFTER DELETE ON `black_list_ua` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('lists', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+
+-- Bans (sipguard.ban, sipguard-admin ban): a source refused by every node until `until_ms`.
+-- Rows are only added while a ban is made or extended; workers read the new ones by `id`
+-- (incrementally, when `bans` moves) and expire them on their own clock, so an ended ban needs
+-- no write. A lifted ban is a DELETE (`ban_lifts` moves): workers then re-read the bans in force.
+-- `until_ms` is Unix ms from the database's clock (FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) + ms).
+CREATE TABLE IF NOT EXISTS `sipguard_ban` (
+  `id` bigint unsigned NOT NULL AUTO_INCREMENT,
+  `source` varchar(64) NOT NULL COMMENT 'address or network, canonical (192.0.2.7, 198.51.100.0/24)',
+  `until_ms` bigint unsigned NOT NULL COMMENT 'the ban ends then: Unix time in ms',
+  `reason` varchar(255) NOT NULL DEFAULT '',
+  `node` varchar(64) NOT NULL DEFAULT '' COMMENT 'who banned: a node name or sipguard-admin',
+  `created` timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (`id`),
+  KEY `source` (`source`),
+  KEY `until_ms` (`until_ms`)
+) ENGINE=InnoDB;
+INSERT IGNORE INTO `sipguard_generation` (`name`, `gen`) VALUES ('bans', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)), ('ban_lifts', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000));
+CREATE OR REPLACE TRIGGER `sg_ban_ai` AFTER INSERT ON `sipguard_ban` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('bans', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_ban_au` AFTER UPDATE ON `sipguard_ban` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('ban_lifts', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);
+CREATE OR REPLACE TRIGGER `sg_ban_ad` AFTER DELETE ON `sipguard_ban` FOR EACH ROW INSERT INTO `sipguard_generation` (`name`, `gen`) VALUES ('ban_lifts', FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)) ON DUPLICATE KEY UPDATE `gen` = IF(`gen` IS NULL OR `gen` < 1, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000), `gen` + 1);

@@ -11,6 +11,7 @@
 //! Each round runs as its own task, so a panic ends that round only. The loop stops with the
 //! process.
 
+mod bans;
 mod boot;
 mod countries;
 mod lists;
@@ -20,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::bans::Bans;
 use crate::config::Config;
 use crate::data::{Data, Phase};
 use crate::db::{self, Generations};
@@ -54,6 +56,8 @@ struct Round {
     logged_bad: HashSet<(&'static str, i64)>,
     /// Rows the driver could not convert, logged once per table and position.
     logged_unreadable: HashSet<(&'static str, usize)>,
+    /// The ban side's state.
+    bans: bans::BanRound,
 }
 
 /// What a round saw of the country tables, for the country side to decide on.
@@ -73,6 +77,7 @@ pub(super) struct CountryState {
 pub(super) struct Retired {
     lists: Vec<Arc<Lists>>,
     countries: Vec<Arc<CountryRanges>>,
+    bans: Vec<Arc<Bans>>,
 }
 
 impl Retired {
@@ -84,10 +89,15 @@ impl Retired {
         self.countries.extend(old);
     }
 
+    pub(super) fn bans(&mut self, old: Option<Arc<Bans>>) {
+        self.bans.extend(old);
+    }
+
     /// Takes over what another list retired (a round's, run as its own task).
     fn absorb(&mut self, other: Retired) {
         self.lists.extend(other.lists);
         self.countries.extend(other.countries);
+        self.bans.extend(other.bans);
     }
 
     /// Drops what only this list still holds: a request thread takes data from [`Data`] only,
@@ -96,6 +106,7 @@ impl Retired {
         let before = self.countries.len();
         self.lists.retain(|a| Arc::strong_count(a) > 1);
         self.countries.retain(|a| Arc::strong_count(a) > 1);
+        self.bans.retain(|a| Arc::strong_count(a) > 1);
         if self.countries.len() < before {
             release_freed_memory();
         }
@@ -367,6 +378,7 @@ async fn refresh_on(
         lists::load(cfg, data, round, retired, conn).await?;
         round.lists_generation = gens.map(|g| g.lists);
     }
+    bans::load(cfg, data, &mut round.bans, retired, conn, gens).await?;
     let mut state = CountryState {
         generation: gens.map(|g| g.countries),
         marker: None,

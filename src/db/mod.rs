@@ -12,6 +12,8 @@ use thiserror::Error;
 use tokio::time::timeout;
 
 use crate::engine::{ListRow, ListRows};
+
+pub mod bans;
 use crate::ranges::CountryRangesBuilder;
 
 /// Why a database call gave no answer.
@@ -44,6 +46,11 @@ impl DbError {
     /// True for "table does not exist" (1146): an old post-style database without our tables.
     pub fn is_missing_table(&self) -> bool {
         matches!(self, DbError::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1146)
+    }
+
+    /// True for "command denied" on a table or column (1142, 1143): the user lacks the grant.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, DbError::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1142 || e.code == 1143)
     }
 }
 
@@ -209,6 +216,10 @@ pub struct Generations {
     pub lists_missing: bool,
     /// The `countries` row is missing; imports are still seen through the tables' own marker.
     pub countries_missing: bool,
+    /// Bumped on every ban added (`sipguard_ban` insert trigger); `None` before bans existed.
+    pub bans: Option<u64>,
+    /// Bumped when a ban is lifted or edited (delete and update triggers).
+    pub ban_lifts: Option<u64>,
 }
 
 /// Reads `sipguard_generation`; `None` on a database without it (then every round re-reads).
@@ -236,6 +247,8 @@ pub async fn generations(conn: &mut Conn, limit: Duration) -> Result<Option<Gene
         countries: get("countries").unwrap_or(0),
         lists_missing: get("lists").is_none(),
         countries_missing: get("countries").is_none(),
+        bans: get("bans"),
+        ban_lifts: get("ban_lifts"),
     }))
 }
 
