@@ -36,9 +36,14 @@ local function xlog(level, fmt, src, kind, cc)
     KSR.xlog.xlog(level, fmt)
 end
 
--- The source into ipban (dropped silently until autoexpire), and this request dropped.
-local function ban_and_drop(src)
+-- The source into ipban (dropped silently by this node until autoexpire), banned for as long
+-- on every node sharing the database (sipguard_ban: `reason` nil when it already is), and this
+-- request dropped.
+local function ban_and_drop(src, reason)
     KSR.htable.sht_seti("ipban", src, 1)
+    if reason then
+        sipguard.ban(src, 300, reason)
+    end
     KSR.x.drop()
 end
 
@@ -62,10 +67,11 @@ function ksr_route_sipguard(src)
         KSR.setflag(FLT_TRUSTED)
         return
     end
-    if status == "black" and (kind == "ip" or kind == "nodata") then
+    -- "ban": banned on some node (sipguard_ban), here too until the ban ends.
+    if status == "black" and (kind == "ip" or kind == "nodata" or kind == "ban") then
         xlog("L_ALERT", "Received $rm from a blacklisted $var(wb_type)! $fU (IP:$var(src)) - Sending Drop ...\n",
             src, kind)
-        ban_and_drop(src)
+        ban_and_drop(src, kind == "ip" and "listed address" or nil)
     end
 
     -- 4. Floods (per real source; with SIMULATE_SOURCE, per simulated source when it is an address).
@@ -77,7 +83,7 @@ function ksr_route_sipguard(src)
     end
     if flood then
         xlog("L_ALERT", "Flood from $var(src): pike blocking $rm from $fu - banned for 300 s\n", src)
-        ban_and_drop(src)
+        ban_and_drop(src, "pike flood")
     end
 
     if status == "black" then
@@ -89,7 +95,7 @@ function ksr_route_sipguard(src)
             -- 6. Countries.
             xlog("L_ALERT", "Received $rm from a blacklisted country ($var(cc))! $fU (IP:$var(src)) - Sending Drop ...\n",
                 src, nil, cc)
-            ban_and_drop(src)
+            ban_and_drop(src, "listed country " .. cc)
         else
             -- 7. Users.
             xlog("L_ALERT", "Received $rm from a blacklisted user! $fU (IP:$var(src)) - Sending Drop ...\n", src)
@@ -185,6 +191,8 @@ function ksr_route_auth(src)
                 KSR.htable.sht_seti("wrongpass", count_key, count)
                 if count == max then
                     xlog("L_ALERT", "Auth failed $sel(cfg_get.auth.max) times - user:$au from $proto:$var(src):$sp\n", src)
+                    -- The source, on every node, for the post's ipban time.
+                    sipguard.ban(src, 300, "wrong password " .. max .. " times")
                 end
                 KSR.htable.sht_seti("wrongpass", last_key, KSR.kx.get_timestamp())
             end

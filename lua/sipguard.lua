@@ -86,3 +86,13 @@ function sipguard_check(ip, ua, user)
         end
     end
 end
+
+-- ban a source on every node sharing the database (sipguard_ban), for `seconds`:
+--   lua_run("sipguard_ban", "$si", "300", "pike flood");
+-- Never waits: this worker enforces the ban at once, its background thread writes it, and every
+-- worker of every node refuses the source (wb_type "ban") within a refresh round or two. An
+-- allow-listed source is never banned. Sets $avp(ban_status): banned, already (banned as long),
+-- white (allow-listed, refused), invalid (bad arguments, logged) or dropped (a queue full).
+function sipguard_ban(ip, seconds, reason)
+    sets("$avp(ban_status)", sipguard.ban(ip, seconds, reason))
+end

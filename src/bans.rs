@@ -17,9 +17,10 @@ use ipnet::IpNet;
 /// Entries in the recent layer before the two layers are folded into a new base.
 pub const COMPACT_AT: usize = 4096;
 
-/// One layer: banned addresses by address, banned networks (rare: scanned in order).
+/// One layer: banned addresses by address, banned networks (rare: scanned in order). Also what
+/// a worker holds of its own bans until they come back from the table (`ban_request`).
 #[derive(Debug, Clone, Default)]
-struct Layer {
+pub struct Layer {
     /// Single addresses (a /32 or /128 ban) and when each ban ends (Unix ms).
     addrs: HashMap<IpAddr, u64>,
     /// Wider networks and when each ban ends.
@@ -27,7 +28,10 @@ struct Layer {
 }
 
 impl Layer {
-    fn add(&mut self, net: IpNet, until_ms: u64) {
+    /// Records a ban of `net` until `until_ms` (Unix ms); a source banned twice keeps the later
+    /// end.
+    pub fn add(&mut self, net: IpNet, until_ms: u64) {
+        let net = canonical_net(net);
         if net.prefix_len() == net.max_prefix_len() {
             let e = self.addrs.entry(net.addr()).or_insert(0);
             *e = (*e).max(until_ms);
@@ -38,8 +42,24 @@ impl Layer {
         }
     }
 
+    /// When the ban recorded for exactly `net` ends (expired or not).
+    pub fn get(&self, net: IpNet) -> Option<u64> {
+        let net = canonical_net(net);
+        if net.prefix_len() == net.max_prefix_len() {
+            self.addrs.get(&net.addr()).copied()
+        } else {
+            self.nets.iter().find(|(n, _)| *n == net).map(|(_, u)| *u)
+        }
+    }
+
+    /// Forgets the bans ended at `now_ms`.
+    pub fn prune(&mut self, now_ms: u64) {
+        self.addrs.retain(|_, u| *u > now_ms);
+        self.nets.retain(|(_, u)| *u > now_ms);
+    }
+
     /// When the latest ban covering `ip` ends, if one is recorded (expired or not).
-    fn until(&self, ip: IpAddr) -> Option<u64> {
+    pub fn until(&self, ip: IpAddr) -> Option<u64> {
         let own = self.addrs.get(&ip).copied();
         let nets = self
             .nets
@@ -50,8 +70,14 @@ impl Layer {
         own.max(nets)
     }
 
-    fn len(&self) -> usize {
+    /// Entries held.
+    pub fn len(&self) -> usize {
         self.addrs.len() + self.nets.len()
+    }
+
+    /// No entry held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -91,7 +117,7 @@ impl Bans {
     pub fn with(&self, more: impl IntoIterator<Item = (IpNet, u64)>, now_ms: u64) -> Bans {
         let mut recent = self.recent.clone();
         for (net, until) in more {
-            recent.add(canonical_net(net), until);
+            recent.add(net, until);
         }
         if recent.len() < COMPACT_AT {
             return Bans {
@@ -122,7 +148,7 @@ impl Bans {
     pub fn from_all(all: impl IntoIterator<Item = (IpNet, u64)>) -> Bans {
         let mut base = Layer::default();
         for (net, until) in all {
-            base.add(canonical_net(net), until);
+            base.add(net, until);
         }
         Bans {
             base: Arc::new(base),

@@ -25,6 +25,13 @@ pub const ENV_VAR: &str = "SIPGUARD_CONFIG";
 pub struct Config {
     /// `mysql://user:pass@host:port/db`; a read-only user is enough (the post's `connect_ro`).
     pub db_url: String,
+    /// Where bans are written (`sipguard.ban`): a user with INSERT on `sipguard_ban` only, on
+    /// the primary when `db_url` reads a replica. `null` (the default) writes through `db_url`.
+    #[serde(default)]
+    pub ban_db_url: Option<String>,
+    /// This node's name in `sipguard_ban.node`; `null` (the default) is the host name.
+    #[serde(default)]
+    pub node_name: Option<String>,
     /// Deadline for every database call (connect, query), and the longest a request ever waits
     /// for data: only a worker's very first request may wait, and only this long.
     #[serde(default = "defaults::query_timeout_ms")]
@@ -183,6 +190,8 @@ impl Config {
         // Destructured whole: a field added to Config must be added here to compile.
         let Config {
             db_url,
+            ban_db_url,
+            node_name,
             query_timeout_ms,
             load_timeout_ms,
             refresh_secs,
@@ -200,6 +209,8 @@ impl Config {
         } = self;
         [
             ("db_url", *db_url == other.db_url),
+            ("ban_db_url", *ban_db_url == other.ban_db_url),
+            ("node_name", *node_name == other.node_name),
             (
                 "query_timeout_ms",
                 *query_timeout_ms == other.query_timeout_ms,
@@ -234,14 +245,18 @@ impl Config {
     pub fn warnings(&self, path: &Path) -> Vec<String> {
         use std::os::unix::fs::PermissionsExt;
         let mut out = Vec::new();
-        let has_password = mysql_async::Opts::from_url(&self.db_url)
-            .ok()
-            .and_then(|o| o.pass().map(|p| !p.is_empty()))
-            .unwrap_or(false);
+        let has_password = std::iter::once(&self.db_url)
+            .chain(&self.ban_db_url)
+            .any(|url| {
+                mysql_async::Opts::from_url(url)
+                    .ok()
+                    .and_then(|o| o.pass().map(|p| !p.is_empty()))
+                    .unwrap_or(false)
+            });
         if let Ok(meta) = std::fs::metadata(path) {
             if has_password && meta.permissions().mode() & 0o004 != 0 {
                 out.push(format!(
-                    "{} is readable by every user and db_url holds a password: chmod 640 (owner root, group kamailio) or 600",
+                    "{} is readable by every user and holds a database password: chmod 640 (owner root, group kamailio) or 600",
                     path.display()
                 ));
             }
@@ -267,13 +282,25 @@ impl Config {
             field,
             msg,
         };
-        let opts = mysql_async::Opts::from_url(&self.db_url)
-            .map_err(|e| invalid("db_url", format!("not a mysql:// URL: {e}")))?;
-        if opts.db_name().is_none() {
-            return Err(invalid(
-                "db_url",
-                "names no database (mysql://user:pass@host:port/DB)".into(),
-            ));
+        for (field, url) in std::iter::once(("db_url", &self.db_url))
+            .chain(self.ban_db_url.iter().map(|u| ("ban_db_url", u)))
+        {
+            let opts = mysql_async::Opts::from_url(url)
+                .map_err(|e| invalid(field, format!("not a mysql:// URL: {e}")))?;
+            if opts.db_name().is_none() {
+                return Err(invalid(
+                    field,
+                    "names no database (mysql://user:pass@host:port/DB)".into(),
+                ));
+            }
+        }
+        if let Some(n) = &self.node_name {
+            if n.is_empty() || n.len() > 64 || n.chars().any(|c| c.is_control()) {
+                return Err(invalid(
+                    "node_name",
+                    "must be 1 to 64 bytes without control characters".into(),
+                ));
+            }
         }
         for (field, v) in [
             ("query_timeout_ms", self.query_timeout_ms),
@@ -294,6 +321,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where bans are written: `ban_db_url`, else `db_url`.
+    pub fn ban_url(&self) -> &str {
+        self.ban_db_url.as_deref().unwrap_or(&self.db_url)
+    }
+
+    /// This node's name for `sipguard_ban.node`: `node_name`, else the host name, else `"?"`.
+    pub fn node(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().chars().take(64).collect())
+                .ok()
+                .filter(|h: &String| !h.is_empty())
+                .unwrap_or_else(|| "?".into())
+        })
     }
 
     /// The loader's log destination, resolved in this process (see [`crate::alert`]).

@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::alert::Alerts;
+use crate::ban_request::BanOutbox;
 use crate::bans::Bans;
 use crate::engine::Lists;
 use crate::logq::{Level, LogQueue};
@@ -65,6 +66,8 @@ pub struct Data {
     bans: RwLock<Option<Arc<Bans>>>,
     /// Bumped on every publish of `bans`.
     bans_generation: AtomicU64,
+    /// Bans this worker made (`sipguard.ban`), on their way to the background thread.
+    pub ban_outbox: BanOutbox,
     /// Bumped on every publish, so per-source cache entries know when they are stale.
     generation: AtomicU64,
     /// (lists, countries): set once the first attempt to load each has ended, either way;
@@ -99,6 +102,7 @@ impl Data {
             countries: RwLock::default(),
             bans: RwLock::default(),
             bans_generation: AtomicU64::new(0),
+            ban_outbox: BanOutbox::default(),
             generation: AtomicU64::new(0),
             first_attempt: (Mutex::new((false, false)), Condvar::new()),
             logs: LogQueue::default(),

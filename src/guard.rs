@@ -4,12 +4,16 @@
 //! The other side, the loader threads that keep the data fresh, is in `loader`; the two share
 //! a [`Data`].
 
+use std::collections::HashSet;
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::addr::{self, AddrError};
-use crate::bans::Bans;
+use crate::ban_request::{self, BanOutcome};
+use crate::bans::{Bans, Layer as BanLayer};
 use crate::cache::TtlLru;
 use crate::config::Config;
 use crate::data::Data;
@@ -44,6 +48,11 @@ struct Local {
     /// The bans in force, and the [`Data::bans_generation`] they were taken at.
     bans: Option<Arc<Bans>>,
     bans_generation: u64,
+    /// Bans this worker made, enforced here from the moment they are made (also while the
+    /// database is away), until they end; at most [`ban_request::OWN_MAX`].
+    own_bans: BanLayer,
+    /// Allow-listed sources a ban was refused for, said once each (at most 1,024 remembered).
+    white_bans_said: HashSet<IpNet>,
     limit: RateLimit,
     waited: bool,
     /// Calls since start; every [`STALL_CHECK_EVERY`]th one looks at the loader's heartbeat.
@@ -96,6 +105,8 @@ impl Guard {
             countries: None,
             bans: None,
             bans_generation: 0,
+            own_bans: BanLayer::default(),
+            white_bans_said: HashSet::new(),
             cache: (cfg.cache_size > 0).then(|| TtlLru::new(cfg.cache_size, cfg.cache_ttl())),
             cache_generation: 0,
             limit: RateLimit::new(cfg.log_interval()),
@@ -309,12 +320,84 @@ impl Guard {
         let (ip, mut a) = self.answer_lists(raw, func)?;
         if !matches!(a.verdict, Verdict::White(_)) {
             let local = self.lock_local();
-            let ban = local.bans.as_ref().filter(|b| !b.is_empty());
-            if let Some(until_ms) = ban.and_then(|b| b.banned_until(ip, crate::stats::now_ms())) {
-                a.verdict = Verdict::Black(engine::BlackKind::Ban { until_ms });
+            let loaded = local.bans.as_ref().filter(|b| !b.is_empty());
+            if loaded.is_some() || !local.own_bans.is_empty() {
+                let now = crate::stats::now_ms();
+                let until = loaded
+                    .and_then(|b| b.banned_until(ip, now))
+                    .max(local.own_bans.until(ip).filter(|&u| u > now));
+                if let Some(until_ms) = until {
+                    a.verdict = Verdict::Black(engine::BlackKind::Ban { until_ms });
+                }
             }
         }
         Some(a)
+    }
+
+    /// `sipguard.ban(source, seconds, reason)`: bans an address or network on every node.
+    /// Enforced by this worker at once; queued (never waited for) for the background thread,
+    /// which writes `sipguard_ban`, from where every worker of every node reads it. An
+    /// allow-listed source is refused (said once); a source already banned as long is not
+    /// queued again. Never blocks: a full queue drops the ban and counts it.
+    pub fn ban(&self, source: &str, seconds: &str, reason: &str) -> BanOutcome {
+        let c = &self.data.counters;
+        bump(&c.bans_asked);
+        let now = crate::stats::now_ms();
+        let req = match ban_request::parse(source, seconds, reason, now) {
+            Ok(r) => r,
+            Err(e) => {
+                bump(&c.bans_refused);
+                let mut local = self.lock_local();
+                self.log_bad(&mut local, "ban", format_args!("{e}"));
+                return BanOutcome::Invalid;
+            }
+        };
+        // The allow-list wins: a white-listed address is never banned.
+        if req.source.prefix_len() == req.source.max_prefix_len() {
+            let white = self
+                .answer_lists(&req.source.addr().to_string(), "ban")
+                .is_some_and(|(_, a)| matches!(a.verdict, Verdict::White(_)));
+            if white {
+                bump(&c.bans_refused);
+                let mut local = self.lock_local();
+                if local.white_bans_said.len() < 1024 && local.white_bans_said.insert(req.source) {
+                    self.data.logs.push(
+                        Level::Warn,
+                        format!(
+                            "ban of {} refused: it is allow-listed (white_list)",
+                            req.source.addr()
+                        ),
+                    );
+                }
+                return BanOutcome::White;
+            }
+        }
+        let mut local = self.lock_local();
+        let held = local.own_bans.get(req.source).max(
+            (req.source.prefix_len() == req.source.max_prefix_len())
+                .then(|| local.bans.as_ref()?.banned_until(req.source.addr(), now))
+                .flatten(),
+        );
+        if held.is_some_and(|u| u + ban_request::slack(req.until_ms, now) >= req.until_ms) {
+            bump(&c.bans_coalesced);
+            return BanOutcome::Already;
+        }
+        if local.own_bans.len() >= ban_request::OWN_MAX {
+            local.own_bans.prune(now);
+            if local.own_bans.len() >= ban_request::OWN_MAX {
+                bump(&c.bans_dropped);
+                return BanOutcome::Dropped;
+            }
+        }
+        local.own_bans.add(req.source, req.until_ms);
+        if self.data.ban_outbox.offer(req) {
+            bump(&c.bans_queued);
+            BanOutcome::Banned
+        } else {
+            // Enforced here, not written: counted, as the cap says.
+            bump(&c.bans_dropped);
+            BanOutcome::Dropped
+        }
     }
 
     fn answer_lists(&self, raw: &str, func: &str) -> Option<(IpAddr, SourceAnswer)> {

@@ -29,6 +29,7 @@ pub mod addr;
 pub mod admin;
 pub mod alert;
 pub mod atomicfile;
+pub mod ban_request;
 pub mod bans;
 pub mod cache;
 pub mod config;

@@ -316,6 +316,23 @@ unsafe extern "C-unwind" fn check(l: *mut ffi::lua_State) -> c_int {
     answer(l, &[s, k, cc])
 }
 
+/// `ban(source, seconds, reason)` → `"banned"`, `"already"`, `"white"`, `"invalid"` or
+/// `"dropped"` (see [`crate::ban_request::BanOutcome`]): bans an address or network on every
+/// node for `seconds` (1 s to a year), through `sipguard_ban`. Never waits: this worker enforces
+/// it at once, its background thread writes it. KEMI:
+/// `sipguard.ban(KSR.kx.get_srcip(), 300, "pike flood")`.
+unsafe extern "C-unwind" fn ban(l: *mut ffi::lua_State) -> c_int {
+    let (source, seconds, reason) = (arg(l, 1), arg(l, 2), arg(l, 3));
+    let outcome = call(l, "ban", "invalid", |g| {
+        with_text(source, |source| {
+            with_text(seconds, |seconds| {
+                with_text(reason, |reason| g.ban(source, seconds, reason).as_str())
+            })
+        })
+    });
+    answer(l, &[outcome])
+}
+
 /// Builds the module table; `require "sipguard"` returns it. Does no I/O: it runs in
 /// Kamailio's main process before fork, and again in every child.
 ///
@@ -330,13 +347,14 @@ fn sipguard(lua: &Lua) -> LuaResult<LuaTable> {
     let t = lua.create_table()?;
     t.set("init", lua.create_function(init)?)?;
     t.set("set_logger", lua.create_function(set_logger)?)?;
-    let request_path: [(&str, ffi::lua_CFunction); 6] = [
+    let request_path: [(&str, ffi::lua_CFunction); 7] = [
         ("check_blacklist", check_blacklist),
         ("get_countrycode", get_countrycode),
         ("check_country_blacklist", check_country_blacklist),
         ("check_user_blacklist", check_user_blacklist),
         ("check_user_agent", check_user_agent),
         ("check", check),
+        ("ban", ban),
     ];
     for (name, f) in request_path {
         // SAFETY: each function only reads its arguments, catches every panic, and pushes

@@ -48,6 +48,14 @@ counters! {
     decided_black_ua: "Scanner User-Agent matches.",
     decided_nodata: "Answers given by the on_no_data policy.",
     decided_black_ban: "Sources refused by a ban in force (sipguard_ban).",
+    bans_asked: "Calls of sipguard.ban (request path).",
+    bans_queued: "Bans enforced by this worker and queued for sipguard_ban (request path).",
+    bans_coalesced: "Bans not queued: the source was already banned as long (request path).",
+    bans_refused: "Bans refused: bad arguments, too wide, or an allow-listed source (request path).",
+    bans_dropped: "Bans dropped at a full queue or own-ban table (request path).",
+    ban_rows_written: "sipguard_ban rows written by the background thread.",
+    ban_write_errors: "Failed writes of sipguard_ban (each retried next round).",
+    ban_rows_dropped: "Bans the background thread dropped: its queue full while the database was away.",
     db_rounds: "Refresh rounds run by the loader.",
     db_queries: "Queries sent.",
     db_errors: "Rounds that failed on a database error.",
@@ -57,6 +65,11 @@ counters! {
     country_load_failures: "Country loads that failed (each followed by a backoff).",
     list_loads: "Times the lists were (re)built.",
     country_loads: "Times the country ranges were (re)built.",
+}
+
+/// Adds `n` to a counter with a single writer (see [`bump`]).
+pub fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 /// Bumps a counter. Each counter has a single writer (the request path, the list loop or the

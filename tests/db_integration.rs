@@ -801,3 +801,86 @@ fn bans_from_the_table_are_enforced_expire_and_are_lifted() {
         "the lifted ban was still enforced after 2 s"
     );
 }
+
+/// Issue 14: `sipguard.ban` on one worker is enforced there at once, written through
+/// `ban_db_url`, and enforced by another worker (standing for another node) within the bound;
+/// repeats coalesce into one row; an allow-listed address is refused; with writes denied the
+/// ban still holds where it was made.
+#[test]
+fn a_ban_made_by_one_worker_reaches_another_through_the_table() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let (url, ro) = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_banwrite").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        c.query_drop("INSERT INTO white_list (ip, detail) VALUES ('198.51.100.9', 'carrier')")
+            .await
+            .unwrap();
+        let ro = common::read_only_user(&admin, "sgt_banwrite", "sgt_ban_ro").await;
+        (url, ro)
+    });
+    // Node A checks as a SELECT-only user and writes bans as the admin user; node B reads only.
+    let a = Guard::start(config(
+        &ro,
+        &format!(r#", "ban_db_url": "{url}", "node_name": "node-a""#),
+    ));
+    let b = Guard::start(config(&ro, ""));
+    assert_eq!(a.check_blacklist("203.0.113.7"), Verdict::Clear);
+    assert_eq!(b.check_blacklist("203.0.113.7"), Verdict::Clear);
+    assert_eq!(a.ban("203.0.113.7", "60", "pike flood").as_str(), "banned");
+    assert_eq!(
+        a.check_blacklist("203.0.113.7").kind(),
+        "ban",
+        "enforced at once where made"
+    );
+    for _ in 0..100 {
+        assert_eq!(a.ban("203.0.113.7", "60", "pike flood").as_str(), "already");
+    }
+    assert_eq!(a.ban("198.51.100.9", "60", "x").as_str(), "white");
+    assert_eq!(a.ban("010.0.0.1", "60", "x").as_str(), "invalid");
+    assert_eq!(a.ban("0.0.0.0/0", "60", "x").as_str(), "invalid");
+    assert!(
+        eventually(Duration::from_secs(3), || b
+            .check_blacklist("203.0.113.7")
+            .kind()
+            == "ban"),
+        "the ban did not reach the other worker within 3 s"
+    );
+    let rows: Vec<(String, String, String)> = rt.block_on(async {
+        let mut c = common::connect(&url).await;
+        c.query("SELECT source, reason, node FROM sipguard_ban")
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        rows,
+        [(
+            "203.0.113.7".to_string(),
+            "pike flood".to_string(),
+            "node-a".to_string()
+        )],
+        "101 bans of one source are one row"
+    );
+    assert_eq!(
+        a.data().counters.bans_coalesced.load(Ordering::Relaxed),
+        100
+    );
+    // A worker whose ban_db_url may not write: the ban holds here, the failure is said once.
+    let c = Guard::start(config(&ro, ""));
+    assert_eq!(c.ban("203.0.113.99", "60", "x").as_str(), "banned");
+    assert_eq!(c.check_blacklist("203.0.113.99").kind(), "ban");
+    assert!(eventually(Duration::from_secs(3), || {
+        c.data().counters.ban_write_errors.load(Ordering::Relaxed) >= 1
+    }));
+    let logs: Vec<String> = c.take_logs().into_iter().map(|l| l.1).collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("cannot write bans") && l.contains("INSERT on sipguard_ban")),
+        "{logs:?}"
+    );
+    assert_eq!(c.check_blacklist("203.0.113.99").kind(), "ban");
+    assert_eq!(b.check_blacklist("203.0.113.99"), Verdict::Clear);
+}

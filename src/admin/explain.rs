@@ -71,6 +71,26 @@ pub async fn explain(
         ),
         None => step("white_list", "no match".into(), None),
     }
+    // A ban in force refuses the source before the lists (the module answers wb_type "ban").
+    match super::bans::covering(conn, ip).await {
+        Ok(bans) => match bans.first() {
+            Some(b) => step(
+                "ban",
+                format!(
+                    "{} banned until {} ({} s left), reason {:?}, by {}, since {}",
+                    b.source, b.until, b.remaining_secs, b.reason, b.node, b.since
+                ),
+                Some(format!(
+                    "drop: {ip} is banned until {} ({:?})",
+                    b.until, b.reason
+                )),
+            ),
+            None => step("ban", "not banned".into(), None),
+        },
+        // A schema from before bans: nothing to show.
+        Err(AdminError::Input(_)) => {}
+        Err(e) => return Err(e),
+    }
     match ip_lists.black_hit(ip) {
         Some(h) => step(
             "black_list",

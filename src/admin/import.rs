@@ -253,13 +253,21 @@ async fn store(
         }
     }
     conn.query_drop(format!(
-        "DROP TABLE IF EXISTS ipcountry_old, ipcountry6_old; RENAME TABLE {}; DROP TABLE {}; DROP TABLE IF EXISTS ipcountry_new, ipcountry6_new",
+        "DROP TABLE IF EXISTS ipcountry_old, ipcountry6_old; RENAME TABLE {}",
         renames.join(", "),
-        drops.join(", ")
     ))
     .await
     .map_err(sql("swap tables"))?;
+    // The generation moves right after the swap, before the old tables are dropped (which
+    // takes a while for large tables): a worker that saw the new tables under the old
+    // generation would otherwise build the node's file twice.
     super::bump_generations(conn, &["countries"]).await?;
+    conn.query_drop(format!(
+        "DROP TABLE {}; DROP TABLE IF EXISTS ipcountry_new, ipcountry6_new",
+        drops.join(", ")
+    ))
+    .await
+    .map_err(sql("drop the replaced tables"))?;
     Ok(replaced)
 }
 

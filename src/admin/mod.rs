@@ -2,6 +2,7 @@
 //! every worker reload, explain a decision. Same parsers and engine as the module, so what the
 //! tool accepts is exactly what the workers will match.
 
+pub mod bans;
 pub mod country_diff;
 pub mod explain;
 pub mod import;

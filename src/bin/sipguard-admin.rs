@@ -76,6 +76,9 @@ enum Command {
     User(ListCmd),
     /// black_list_ua: User-Agent substrings to drop (added to the config's scanner patterns).
     Ua(ListCmd),
+    /// sipguard_ban: sources every worker of every node refuses until a time (wb_type "ban");
+    /// the module's sipguard.ban writes there too.
+    Ban(BanCmd),
     /// Make every worker of every node reload lists and country data on its next round.
     Reload,
     /// Reload, then wait until every live worker (seen in stats_dir) has loaded the new data,
@@ -146,6 +149,37 @@ enum ListAction {
     List {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+}
+
+#[derive(clap::Args)]
+struct BanCmd {
+    #[command(subcommand)]
+    action: BanAction,
+}
+
+#[derive(Subcommand)]
+enum BanAction {
+    /// Ban an address or CIDR network on every node, from now (the database's clock).
+    Add {
+        source: String,
+        /// How long: whole seconds or with a unit (90, 90s, 15m, 12h, 7d); at most 366 days.
+        #[arg(long = "for", value_name = "LENGTH")]
+        length: String,
+        /// Free text, shown by `ban list` and `explain`.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Ban a network wider than a /8 (IPv4) or /16 (IPv6).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Lift every ban of exactly this source on every node (exit code 3 when it has none).
+    Remove { source: String },
+    /// Show the bans in force, one line per source (its latest end).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -448,6 +482,50 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                             for r in rows {
                                 println!("{:>6}  {:<44} {}", r.id, r.value, r.detail);
                             }
+                        }
+                    }
+                }
+            }
+        }
+        Command::Ban(c) => {
+            let mut conn = connect(&cli).await?;
+            match &c.action {
+                BanAction::Add {
+                    source,
+                    length,
+                    reason,
+                    force,
+                } => {
+                    let net = admin::bans::parse_source(source, *force)?;
+                    let secs = admin::bans::parse_duration(length)?;
+                    admin::bans::add(&mut conn, net, secs, reason, "sipguard-admin").await?;
+                    println!(
+                        "banned {} for {secs} s on every node (workers enforce it within refresh_secs)",
+                        sipguard::listcheck::show(net)
+                    );
+                }
+                BanAction::Remove { source } => {
+                    let net = admin::bans::parse_source(source, true)?;
+                    let rows = admin::bans::remove(&mut conn, net).await?;
+                    println!(
+                        "lifted the ban on {} ({rows} rows); workers stop enforcing it within refresh_secs",
+                        sipguard::listcheck::show(net)
+                    );
+                }
+                BanAction::List { json } => {
+                    let bans = admin::bans::list(&mut conn).await?;
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&bans)?);
+                    } else {
+                        println!(
+                            "{:<43} {:<19} {:>9}  {:<16} reason",
+                            "source", "until", "left (s)", "node"
+                        );
+                        for b in bans {
+                            println!(
+                                "{:<43} {:<19} {:>9}  {:<16} {}",
+                                b.source, b.until, b.remaining_secs, b.node, b.reason
+                            );
                         }
                     }
                 }

@@ -76,3 +76,41 @@ fn rows(res: Result<Vec<Row>, DbError>) -> Result<Option<Vec<BanRow>>, DbError> 
         Err(e) => Err(e),
     }
 }
+
+/// A ban to store: `until_ms` is computed by the database as its clock plus `remaining_ms`,
+/// so every node compares against one clock's idea of the end (nodes keep time by NTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBan {
+    /// Canonical address or network (`192.0.2.7`, `198.51.100.0/24`).
+    pub source: String,
+    /// How long it still runs, ms.
+    pub remaining_ms: u64,
+    /// Why (at most 255 bytes).
+    pub reason: String,
+}
+
+/// Inserts `bans` in one statement (`INSERT … VALUES (…), (…)`), each row stamped with `node`.
+/// The caller bounds how many go in one call.
+pub async fn insert(
+    conn: &mut Conn,
+    bans: &[NewBan],
+    node: &str,
+    deadline: Duration,
+) -> Result<(), DbError> {
+    if bans.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from("INSERT INTO sipguard_ban (source, until_ms, reason, node) VALUES ");
+    let mut params: Vec<mysql_async::Value> = Vec::with_capacity(bans.len() * 4);
+    for (i, b) in bans.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) + ?, ?, ?)");
+        params.push(b.source.clone().into());
+        params.push(b.remaining_ms.into());
+        params.push(b.reason.clone().into());
+        params.push(node.into());
+    }
+    bounded("sipguard_ban", deadline, conn.exec_drop(sql, params)).await
+}

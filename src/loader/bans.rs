@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::data::Data;
 use crate::db::{self, bans::BanRow, Generations};
 use crate::logq::Level;
+use crate::netset::parse_net;
 use crate::stats::now_ms;
 
 /// Rows read per round at most; a longer backlog is read over the next rounds.
@@ -114,7 +115,7 @@ fn say_loaded(data: &Data, bans: &Bans, how: &str) {
 /// The rows' sources as networks; a source that does not parse is skipped and said once.
 fn parse(data: &Data, state: &mut BanRound, rows: &[BanRow]) -> Vec<(IpNet, u64)> {
     rows.iter()
-        .filter_map(|r| match parse_source(&r.source) {
+        .filter_map(|r| match parse_net(&r.source) {
             Some(net) => Some((net, r.until_ms)),
             None => {
                 if state.logged_bad.insert(r.id) {
@@ -130,13 +131,4 @@ fn parse(data: &Data, state: &mut BanRound, rows: &[BanRow]) -> Vec<(IpNet, u64)
             }
         })
         .collect()
-}
-
-/// An address or a network, as `sipguard-admin ban add` stores it (canonical), or as typed by
-/// hand (a bare address is a /32 or /128).
-pub(crate) fn parse_source(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }

@@ -71,6 +71,10 @@ pub(super) struct Supervisor {
     retry_at: Option<Instant>,
     /// The state the last failed attempt was for.
     failed_for: Option<CountryState>,
+    /// The tables' fingerprint at the previous round: a change the generation does not
+    /// announce (a hand edit, or an import between its swap and its generation bump) is
+    /// loaded once the same fingerprint is seen two rounds in a row.
+    previous_marker: Option<String>,
 }
 
 impl Supervisor {
@@ -98,10 +102,14 @@ impl Supervisor {
         let shared = cfg.snapshot_dir.is_some();
         let generation_moved = state.generation.is_some()
             && self.loaded.as_ref().map(|l| l.generation) != Some(state.generation);
-        if shared && !state.settled && !generation_moved {
+        let marker_new =
+            std::mem::replace(&mut self.previous_marker, state.marker.clone()) != state.marker;
+        let announced = generation_moved || self.loaded.is_none();
+        if shared && !announced && (!state.settled || marker_new) {
             // Tables edited by hand less than 2 s ago have no fingerprint yet (it names the
-            // node's file): wait for it rather than build twice. An import moves the
-            // generation once its tables are complete, so it is loaded at once.
+            // node's file), and one seen for the first time may be an import's swap whose
+            // generation bump is still coming: wait a round rather than build twice. An
+            // import moves the generation once its tables are complete: loaded at once.
             data.first_attempt_ended(false, true);
             return;
         }

@@ -11,6 +11,7 @@
 //! Each round runs as its own task, so a panic ends that round only. The loop stops with the
 //! process.
 
+mod ban_writer;
 mod bans;
 mod boot;
 mod countries;
@@ -169,6 +170,8 @@ async fn rounds(cfg: Arc<Config>, data: Arc<Data>) {
     // The heartbeat starts now: reading a large snapshot is not a stalled round.
     data.beat();
     let start_time = stats::process_start_time(std::process::id());
+    // Bans this worker makes are written beside the rounds, never in their way.
+    tokio::spawn(ban_writer::run(cfg.clone(), data.clone()));
     let mut snapshot_tried = false;
     let mut round = Round::default();
     let mut country = countries::Supervisor::default();
