@@ -50,9 +50,13 @@ end
 -- sipguard's checks, pike and the ipban table, in kamailio/kamailio.cfg's order. Returns when
 -- the request may go on; every other outcome drops it.
 function ksr_route_sipguard(src)
-    -- 1. Banned by pike or by a list: dropped until ipban's autoexpire.
+    -- 1. Banned by pike or by a list: dropped until ipban's autoexpire, while sipguard agrees:
+    -- a ban lifted on any node (sipguard-admin ban remove, black remove) ends here too.
     if KSR.htable.sht_get("ipban", src) ~= nil then
-        KSR.x.drop()
+        if sipguard.check_blacklist(src) == "black" then
+            KSR.x.drop()
+        end
+        KSR.htable.sht_rm("ipban", src)
     end
 
     -- 2, 3, 5, 6, 7 in one call; the answer says which step matched. "nodata" (on_no_data =

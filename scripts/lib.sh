@@ -72,6 +72,7 @@ else:
 
 # sg_mariadb_start DIR [PORT]: a private MariaDB in DIR (datadir, socket, log), loopback only,
 # on PORT or a free one (restarting on the same datadir and port keeps data and users).
+# SG_DB_ARGS: more mariadbd options (e.g. --log-bin --server-id=1 for a replication primary).
 # Sets SG_DB_PORT and SG_DB_SOCK. Creates database `kamailio`, the read-only user
 # `sipguard_ro` (SELECT only, as the post's connect_ro) and the admin user `sipguard_admin`.
 sg_mariadb_start() {
@@ -88,7 +89,7 @@ sg_mariadb_start() {
     mariadbd --no-defaults --datadir="$dir/data" --socket="$SG_DB_SOCK" --port="$SG_DB_PORT" \
         --bind-address=127.0.0.1 --user="$user" --pid-file="$dir/mysqld.pid" \
         --log-error="$dir/mysqld.log" --skip-name-resolve --local-infile=1 \
-        --innodb-buffer-pool-size=256M --max-connections=500 >"$dir/mysqld.out" 2>&1 &
+        --innodb-buffer-pool-size=256M --max-connections=500 ${SG_DB_ARGS:-} >"$dir/mysqld.out" 2>&1 &
     echo $! >"$dir/mysqld.bgpid"
     local i
     for i in $(seq 1 100); do
@@ -139,9 +140,16 @@ sg_kamailio_tables() {
 # URLs the module and the tests use.
 sg_ro_url() { echo "mysql://sipguard_ro:ro-secret@127.0.0.1:$SG_DB_PORT/kamailio"; }
 sg_admin_url() { echo "mysql://sipguard_admin:admin-secret@127.0.0.1:$SG_DB_PORT/kamailio"; }
+# The module's ban writer (ban_db_url): INSERT on sipguard_ban only, as the README's GRANT.
+sg_ban_url() { echo "mysql://sipguard_ban:ban-secret@127.0.0.1:$SG_DB_PORT/kamailio"; }
 
-# Loads kamailio/sql/schema.sql into database kamailio.
-sg_schema() { sg_sql <"$SG_ROOT/kamailio/sql/schema.sql"; }
+# Loads kamailio/sql/schema.sql into database kamailio, and grants the ban writer its one table.
+sg_schema() {
+    sg_sql <"$SG_ROOT/kamailio/sql/schema.sql" && sg_sql <<'SQL'
+CREATE USER IF NOT EXISTS 'sipguard_ban'@'127.0.0.1' IDENTIFIED BY 'ban-secret';
+GRANT INSERT ON kamailio.sipguard_ban TO 'sipguard_ban'@'127.0.0.1';
+SQL
+}
 
 # sg_load_country_csv FILE...: db-ip style `start,end,CC` rows (lines starting with # ignored)
 # into ipcountry (IPv4, with the post's INET_ATON columns) and ipcountry6 (IPv6, INET6_ATON).
@@ -218,7 +226,7 @@ sg_write_config() {
   "db_url": "$(sg_ro_url)",
   "query_timeout_ms": 500,
   "refresh_secs": 1,
-  "stats_dir": "$(cd "$(dirname "$file")" && pwd)/stats"$(case "$extra" in *'"snapshot_dir"'*) ;; *) printf ',\n  "snapshot_dir": "%s/snapshot"' "$(cd "$(dirname "$file")" && pwd)" ;; esac)${extra:+,
+  "stats_dir": "$(cd "$(dirname "$file")" && pwd)/stats"$(case "$extra" in *'"snapshot_dir"'*) ;; *) printf ',\n  "snapshot_dir": "%s/snapshot"' "$(cd "$(dirname "$file")" && pwd)" ;; esac)$(case "$extra" in *'"ban_db_url"'*) ;; *) printf ',\n  "ban_db_url": "%s"' "$(sg_ban_url)" ;; esac)${extra:+,
   $extra}
 }
 JSON
@@ -361,7 +369,8 @@ sg_suite_cleanup() {
     kill -CONT "$(cat "$dir/db/mysqld.bgpid" 2>/dev/null)" 2>/dev/null
     local k
     for k in "$dir"/kam "$dir"/kam-*; do [ -d "$k" ] && sg_kamailio_stop "$k"; done
-    sg_mariadb_stop "$dir/db"
+    local d
+    for d in "$dir"/db "$dir"/db-*; do [ -d "$d" ] && sg_mariadb_stop "$d"; done
     [ "${SG_KEEP:-0}" = 1 ] || rm -rf "$dir"
 }
 # The shipped configurations the end-to-end suites run against, kamailio/<name>; SG_CONFIGS

@@ -24,6 +24,10 @@ pub const QUEUE: usize = 10_000;
 pub const OWN_MAX: usize = 10_000;
 /// The longest ban: a year (366 days), in seconds.
 pub const MAX_SECONDS: u64 = 366 * 86_400;
+/// Sources the background thread keeps waiting for the database, per worker.
+pub const WRITER_QUEUE: usize = 10_000;
+/// The most `sipguard_ban` rows one worker writes per second (the rest wait in its queue).
+pub const ROWS_PER_SECOND: usize = 500;
 /// Bytes of `reason` kept (the column is `varchar(255)`); cut at a character boundary.
 pub const REASON_MAX: usize = 255;
 
@@ -137,10 +141,11 @@ pub fn slack(until_ms: u64, now_ms: u64) -> u64 {
     (until_ms.saturating_sub(now_ms) / 10).max(10_000)
 }
 
-/// The bounded hand-over from the request path to the background thread.
+/// The bounded hand-over from the request path to the background thread, which it wakes.
 pub struct BanOutbox {
     tx: SyncSender<BanRequest>,
     rx: Mutex<Receiver<BanRequest>>,
+    wake: tokio::sync::Notify,
 }
 
 impl Default for BanOutbox {
@@ -149,17 +154,27 @@ impl Default for BanOutbox {
         BanOutbox {
             tx,
             rx: Mutex::new(rx),
+            wake: tokio::sync::Notify::new(),
         }
     }
 }
 
 impl BanOutbox {
-    /// Queues `ban` without waiting; `false` when the queue is full.
+    /// Queues `ban` and wakes the writer, without waiting; `false` when the queue is full.
     pub fn offer(&self, ban: BanRequest) -> bool {
         match self.tx.try_send(ban) {
-            Ok(()) => true,
+            Ok(()) => {
+                // A permit is stored when the writer is busy: it then passes again at once.
+                self.wake.notify_one();
+                true
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
+    }
+
+    /// Resolves when a ban has been queued since the last wake (the writer's side).
+    pub async fn woken(&self) {
+        self.wake.notified().await
     }
 
     /// Takes what is queued (the background thread's side).

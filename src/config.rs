@@ -26,7 +26,8 @@ pub struct Config {
     /// `mysql://user:pass@host:port/db`; a read-only user is enough (the post's `connect_ro`).
     pub db_url: String,
     /// Where bans are written (`sipguard.ban`): a user with INSERT on `sipguard_ban` only, on
-    /// the primary when `db_url` reads a replica. `null` (the default) writes through `db_url`.
+    /// the primary when `db_url` reads a replica. `null` (the default): bans are not written,
+    /// they stay in the worker that made them (`db_url`'s user is read-only).
     #[serde(default)]
     pub ban_db_url: Option<String>,
     /// This node's name in `sipguard_ban.node`; `null` (the default) is the host name.
@@ -241,7 +242,7 @@ impl Config {
     }
 
     /// Things in a usable config the operator should still fix: today, a file that other users
-    /// can read while `db_url` holds a password.
+    /// can read while `db_url` or `ban_db_url` holds a password.
     pub fn warnings(&self, path: &Path) -> Vec<String> {
         use std::os::unix::fs::PermissionsExt;
         let mut out = Vec::new();
@@ -321,11 +322,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// Where bans are written: `ban_db_url`, else `db_url`.
-    pub fn ban_url(&self) -> &str {
-        self.ban_db_url.as_deref().unwrap_or(&self.db_url)
     }
 
     /// This node's name for `sipguard_ban.node`: `node_name`, else the host name, else `"?"`.

@@ -66,6 +66,9 @@ pub struct Data {
     bans: RwLock<Option<Arc<Bans>>>,
     /// Bumped on every publish of `bans`.
     bans_generation: AtomicU64,
+    /// Bumped when the bans are re-read whole because some were lifted: each worker then
+    /// forgets its own bans (they are in the table, or lifted there).
+    ban_lifts: AtomicU64,
     /// Bans this worker made (`sipguard.ban`), on their way to the background thread.
     pub ban_outbox: BanOutbox,
     /// Bumped on every publish, so per-source cache entries know when they are stale.
@@ -102,6 +105,7 @@ impl Data {
             countries: RwLock::default(),
             bans: RwLock::default(),
             bans_generation: AtomicU64::new(0),
+            ban_lifts: AtomicU64::new(0),
             ban_outbox: BanOutbox::default(),
             generation: AtomicU64::new(0),
             first_attempt: (Mutex::new((false, false)), Condvar::new()),
@@ -151,6 +155,17 @@ impl Data {
             .replace(Arc::new(bans));
         self.bans_generation.fetch_add(1, Ordering::AcqRel);
         old
+    }
+
+    /// Replaces the bans with a set re-read whole after a lift (see [`Data::ban_lifts`]).
+    pub fn publish_bans_after_lift(&self, bans: Bans) -> Option<Arc<Bans>> {
+        self.ban_lifts.fetch_add(1, Ordering::AcqRel);
+        self.publish_bans(bans)
+    }
+
+    /// Bumped by every whole re-read of the bans after a lift.
+    pub fn ban_lifts(&self) -> u64 {
+        self.ban_lifts.load(Ordering::Acquire)
     }
 
     /// Bumped by every publish of the bans.

@@ -53,6 +53,10 @@ struct Local {
     own_bans: BanLayer,
     /// Allow-listed sources a ban was refused for, said once each (at most 1,024 remembered).
     white_bans_said: HashSet<IpNet>,
+    /// "ban_db_url is not set" has been said.
+    said_no_ban_db: bool,
+    /// The [`Data::ban_lifts`] the own bans were kept at.
+    ban_lifts: u64,
     limit: RateLimit,
     waited: bool,
     /// Calls since start; every [`STALL_CHECK_EVERY`]th one looks at the loader's heartbeat.
@@ -107,6 +111,8 @@ impl Guard {
             bans_generation: 0,
             own_bans: BanLayer::default(),
             white_bans_said: HashSet::new(),
+            said_no_ban_db: false,
+            ban_lifts: 0,
             cache: (cfg.cache_size > 0).then(|| TtlLru::new(cfg.cache_size, cfg.cache_ttl())),
             cache_generation: 0,
             limit: RateLimit::new(cfg.log_interval()),
@@ -263,6 +269,13 @@ impl Guard {
         if local.bans_generation != bans {
             local.bans = self.data.bans();
             local.bans_generation = bans;
+            let lifts = self.data.ban_lifts();
+            if local.ban_lifts != lifts {
+                // Some ban was lifted in the table: this worker's own bans are there (written)
+                // or on their way, so the table decides from now on.
+                local.ban_lifts = lifts;
+                local.own_bans = BanLayer::default();
+            }
         }
         let generation = self.data.generation();
         if local.cache_generation != generation {
@@ -314,11 +327,17 @@ impl Guard {
     }
 
     /// The source's answer from the lists and the country tables (cached per source), then
-    /// the bans: checked on every call, after the allow-list, and never cached, so a ban
-    /// ends on time without a reload.
+    /// the bans: checked on every call for a source the lists let through (the allow-list
+    /// wins, a `black_list` match keeps its `ip`), never cached, so a ban ends on time
+    /// without a reload.
     fn answer(&self, raw: &str, func: &str) -> Option<SourceAnswer> {
         let (ip, mut a) = self.answer_lists(raw, func)?;
-        if !matches!(a.verdict, Verdict::White(_)) {
+        // White and black_list answers stand (the list is the lasting reason); a ban refuses
+        // what the lists let through.
+        if matches!(
+            a.verdict,
+            Verdict::Clear | Verdict::Black(engine::BlackKind::NoData)
+        ) {
             let local = self.lock_local();
             let loaded = local.bans.as_ref().filter(|b| !b.is_empty());
             if loaded.is_some() || !local.own_bans.is_empty() {
@@ -390,8 +409,19 @@ impl Guard {
             }
         }
         local.own_bans.add(req.source, req.until_ms);
+        if self.cfg.ban_db_url.is_none() {
+            if !local.said_no_ban_db {
+                local.said_no_ban_db = true;
+                self.data.logs.push(
+                    Level::Info,
+                    "ban_db_url is not set: bans stay in the worker that makes them (set it to share them with every node)".into(),
+                );
+            }
+            bump(&c.bans_made);
+            return BanOutcome::Banned;
+        }
         if self.data.ban_outbox.offer(req) {
-            bump(&c.bans_queued);
+            bump(&c.bans_made);
             BanOutcome::Banned
         } else {
             // Enforced here, not written: counted, as the cap says.

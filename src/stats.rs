@@ -49,7 +49,7 @@ counters! {
     decided_nodata: "Answers given by the on_no_data policy.",
     decided_black_ban: "Sources refused by a ban in force (sipguard_ban).",
     bans_asked: "Calls of sipguard.ban (request path).",
-    bans_queued: "Bans enforced by this worker and queued for sipguard_ban (request path).",
+    bans_made: "Bans made by this worker: enforced here, and queued for sipguard_ban when ban_db_url is set (request path).",
     bans_coalesced: "Bans not queued: the source was already banned as long (request path).",
     bans_refused: "Bans refused: bad arguments, too wide, or an allow-listed source (request path).",
     bans_dropped: "Bans dropped at a full queue or own-ban table (request path).",

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
+use sipguard::ban_request::ROWS_PER_SECOND;
 use sipguard::config::Config;
 use sipguard::engine::Verdict;
 use sipguard::guard::Guard;
@@ -869,7 +870,7 @@ fn a_ban_made_by_one_worker_reaches_another_through_the_table() {
         100
     );
     // A worker whose ban_db_url may not write: the ban holds here, the failure is said once.
-    let c = Guard::start(config(&ro, ""));
+    let c = Guard::start(config(&ro, &format!(r#", "ban_db_url": "{ro}""#)));
     assert_eq!(c.ban("203.0.113.99", "60", "x").as_str(), "banned");
     assert_eq!(c.check_blacklist("203.0.113.99").kind(), "ban");
     assert!(eventually(Duration::from_secs(3), || {
@@ -883,4 +884,68 @@ fn a_ban_made_by_one_worker_reaches_another_through_the_table() {
     );
     assert_eq!(c.check_blacklist("203.0.113.99").kind(), "ban");
     assert_eq!(b.check_blacklist("203.0.113.99"), Verdict::Clear);
+}
+
+/// Issue 14: a burst of bans larger than the writer's cap is written at no more than
+/// `ROWS_PER_SECOND` rows a second, and all of it in the end: the cap bounds the database's load.
+#[test]
+fn a_burst_of_bans_is_written_at_the_capped_rate() {
+    let Some(admin) = common::admin_url() else {
+        return;
+    };
+    let rt = common::rt();
+    let url = rt.block_on(async {
+        let url = common::fresh_db(&admin, "sgt_bancap").await;
+        let mut c = common::connect(&url).await;
+        common::apply_schema(&mut c).await;
+        url
+    });
+    let g = Guard::start(config(&url, &format!(r#", "ban_db_url": "{url}""#)));
+    assert_eq!(g.check_blacklist("192.0.2.1"), Verdict::Clear);
+    let started = Instant::now();
+    for i in 0..1_500u32 {
+        let ip = format!("10.{}.{}.{}", 1 + i / 65_536, (i / 256) % 256, i % 256);
+        assert_eq!(g.ban(&ip, "600", "burst").as_str(), "banned", "{ip}");
+    }
+    let made = started.elapsed();
+    assert!(
+        made < Duration::from_millis(500),
+        "1,500 bans took {made:?} on the request path"
+    );
+    let count = |rt: &tokio::runtime::Runtime| -> u64 {
+        rt.block_on(async {
+            let mut c = common::connect(&url).await;
+            c.query_first("SELECT COUNT(*) FROM sipguard_ban")
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    };
+    // Rows per second, sampled: never above the cap in any second.
+    let mut seen = Vec::new();
+    let mut last = 0;
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        let n = count(&rt);
+        seen.push(n - last);
+        last = n;
+    }
+    assert_eq!(
+        last, 1_500,
+        "all written in the end: {seen:?} rows per second"
+    );
+    let per_second: Vec<u64> = rt.block_on(async {
+        let mut c = common::connect(&url).await;
+        c.query(
+            "SELECT COUNT(*) FROM sipguard_ban GROUP BY UNIX_TIMESTAMP(created) DIV 1 ORDER BY 1 DESC",
+        )
+        .await
+        .unwrap()
+    });
+    let most = per_second.first().copied().unwrap_or_default();
+    assert!(
+        most as usize <= ROWS_PER_SECOND,
+        "{most} rows written in one second (cap {ROWS_PER_SECOND}); per second: {per_second:?}"
+    );
+    eprintln!("1,500 bans made in {made:?}; written {per_second:?} rows per clock second");
 }

@@ -1,9 +1,11 @@
 //! The background side of `sipguard.ban`: takes the bans this worker made from its outbox,
-//! coalesces them by source, and writes them to `sipguard_ban` through `ban_db_url` (else
-//! `db_url`), at most [`ROWS_PER_WRITE`] rows per round in one INSERT. A database that is away
-//! keeps them queued (at most [`QUEUE_MAX`] sources; past that new sources are dropped and
-//! counted) and they are written when it is back, with what is left of each ban. Runs as its own
-//! task beside the refresh rounds, so a slow primary never delays the lists.
+//! coalesces them by source, and writes them to `sipguard_ban` through `ban_db_url`: woken by
+//! each new ban, it gathers a burst for [`GATHER`] and writes it in one INSERT, at most
+//! [`ROWS_PER_SECOND`] rows per second. A database that is away keeps them queued (at most
+//! [`QUEUE_MAX`] sources; past that new sources are dropped and counted) and they are written
+//! when it is back, with what is left of each ban. A source the table already bans as long
+//! (another worker wrote it first) is not written again. Runs as its own task beside the
+//! refresh rounds, so a slow primary never delays the lists.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::ban_request::{slack, ROWS_PER_SECOND, WRITER_QUEUE as QUEUE_MAX};
 use crate::config::Config;
 use crate::data::Data;
 use crate::db::{self, bans::NewBan};
@@ -18,10 +21,8 @@ use crate::listcheck::show;
 use crate::logq::Level;
 use crate::stats::{add, bump, now_ms};
 
-/// Rows written per round (one statement): with a round a second, the most one worker writes.
-pub const ROWS_PER_WRITE: usize = 500;
-/// Sources waiting for the database, per worker.
-pub const QUEUE_MAX: usize = 10_000;
+/// How long a woken writer waits for more bans of the same burst before it writes.
+pub const GATHER: Duration = Duration::from_millis(50);
 
 /// What the writer keeps between rounds.
 #[derive(Default)]
@@ -31,21 +32,30 @@ struct Writer {
     conn: Option<mysql_async::Conn>,
     /// The last write failed: said once, and again when it works.
     failing: bool,
+    /// Rows written in the current one-second window, and when it began.
+    window: Option<(std::time::Instant, usize)>,
 }
 
-/// Runs the writer until the process ends: one pass per refresh interval.
+/// Runs the writer until the process ends: one pass per refresh interval. Without
+/// `ban_db_url` there is nothing to run (the request path keeps its bans to itself).
 pub(super) async fn run(cfg: Arc<Config>, data: Arc<Data>) {
+    let Some(url) = cfg.ban_db_url.clone() else {
+        return;
+    };
     let node = cfg.node();
     let mut w = Writer::default();
     loop {
-        tokio::time::sleep(cfg.refresh()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.refresh()) => {}
+            _ = data.ban_outbox.woken() => tokio::time::sleep(GATHER).await,
+        }
         // Each pass as its own task: a panic ends that pass (its queue and connection are lost,
         // said once), never the writer.
         let task = tokio::spawn({
-            let (cfg, data, node) = (cfg.clone(), data.clone(), node.clone());
+            let (cfg, data, node, url) = (cfg.clone(), data.clone(), node.clone(), url.clone());
             let mut mine = std::mem::take(&mut w);
             async move {
-                mine.pass(&cfg, &data, &node).await;
+                mine.pass(&cfg, &data, &node, &url).await;
                 mine
             }
         });
@@ -65,7 +75,7 @@ pub(super) async fn run(cfg: Arc<Config>, data: Arc<Data>) {
 }
 
 impl Writer {
-    async fn pass(&mut self, cfg: &Config, data: &Data, node: &str) {
+    async fn pass(&mut self, cfg: &Config, data: &Data, node: &str, url: &str) {
         let now = now_ms();
         for ban in data.ban_outbox.drain() {
             let len = self.queue.len();
@@ -78,14 +88,35 @@ impl Writer {
                 }
             }
         }
-        self.queue.retain(|_, (until, _)| *until > now);
+        // Ended, or already in the table as long (another worker wrote it first).
+        let loaded = data.bans();
+        self.queue.retain(|net, (until, _)| {
+            *until > now
+                && !(net.prefix_len() == net.max_prefix_len()
+                    && loaded
+                        .as_ref()
+                        .and_then(|b| b.banned_until(net.addr(), now))
+                        .is_some_and(|u| u + slack(*until, now) >= *until))
+        });
         if self.queue.is_empty() {
             return;
+        }
+        let at = std::time::Instant::now();
+        let used = match self.window {
+            Some((start, n)) if at.duration_since(start) < Duration::from_secs(1) => n,
+            _ => {
+                self.window = Some((at, 0));
+                0
+            }
+        };
+        let allowed = ROWS_PER_SECOND.saturating_sub(used);
+        if allowed == 0 {
+            return; // the cap: the rest go in the next window
         }
         let batch: Vec<(IpNet, NewBan)> = self
             .queue
             .iter()
-            .take(ROWS_PER_WRITE)
+            .take(allowed)
             .map(|(net, (until, reason))| {
                 (
                     *net,
@@ -98,12 +129,15 @@ impl Writer {
             })
             .collect();
         let rows: Vec<NewBan> = batch.iter().map(|(_, b)| b.clone()).collect();
-        match self.write(cfg, &rows, node).await {
+        match self.write(cfg, url, &rows, node).await {
             Ok(()) => {
                 for (net, _) in &batch {
                     self.queue.remove(net);
                 }
                 add(&data.counters.ban_rows_written, rows.len() as u64);
+                if let Some((_, n)) = self.window.as_mut() {
+                    *n += rows.len();
+                }
                 if self.failing {
                     self.failing = false;
                     data.say(
@@ -139,12 +173,13 @@ impl Writer {
     async fn write(
         &mut self,
         cfg: &Config,
+        url: &str,
         rows: &[NewBan],
         node: &str,
     ) -> Result<(), db::DbError> {
         let deadline = cfg.query_timeout();
         if self.conn.is_none() {
-            self.conn = Some(db::connect(cfg.ban_url(), deadline).await?);
+            self.conn = Some(db::connect(url, deadline).await?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         db::bans::insert(conn, rows, node, deadline.max(Duration::from_millis(500))).await

@@ -58,7 +58,7 @@ pub(super) async fn load(
         state.last_id = rows.iter().map(|r| r.id).max().unwrap_or(state.last_id);
         let bans = Bans::from_all(parse(data, state, &rows));
         say_loaded(data, &bans, "all in force");
-        retired.bans(data.publish_bans(bans));
+        retired.bans(data.publish_bans_after_lift(bans));
         state.lifts_generation = Some(lifts);
         state.added_generation = Some(added);
         return Ok(());
