@@ -50,13 +50,10 @@ end
 -- sipguard's checks, pike and the ipban table, in kamailio/kamailio.cfg's order. Returns when
 -- the request may go on; every other outcome drops it.
 function ksr_route_sipguard(src)
-    -- 1. Banned by pike or by a list: dropped until ipban's autoexpire, while sipguard agrees:
-    -- a ban lifted on any node (sipguard-admin ban remove, black remove) ends here too.
+    -- 1. Banned by pike or by a list on this node: dropped until ipban's autoexpire (the
+    -- node-local fast path; sipguard_ban carries bans to every node and across restarts).
     if KSR.htable.sht_get("ipban", src) ~= nil then
-        if sipguard.check_blacklist(src) == "black" then
-            KSR.x.drop()
-        end
-        KSR.htable.sht_rm("ipban", src)
+        KSR.x.drop()
     end
 
     -- 2, 3, 5, 6, 7 in one call; the answer says which step matched. "nodata" (on_no_data =
@@ -71,8 +68,14 @@ function ksr_route_sipguard(src)
         KSR.setflag(FLT_TRUSTED)
         return
     end
-    -- "ban": banned on some node (sipguard_ban), here too until the ban ends.
-    if status == "black" and (kind == "ip" or kind == "nodata" or kind == "ban") then
+    -- "ban": banned on some node (sipguard_ban), here too until the ban ends or is lifted (not
+    -- put in ipban, so sipguard-admin ban remove frees it here at once).
+    if status == "black" and kind == "ban" then
+        xlog("L_ALERT", "Received $rm from a blacklisted $var(wb_type)! $fU (IP:$var(src)) - Sending Drop ...\n",
+            src, kind)
+        KSR.x.drop()
+    end
+    if status == "black" and (kind == "ip" or kind == "nodata") then
         xlog("L_ALERT", "Received $rm from a blacklisted $var(wb_type)! $fU (IP:$var(src)) - Sending Drop ...\n",
             src, kind)
         ban_and_drop(src, kind == "ip" and "listed address" or nil)

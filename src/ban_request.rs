@@ -53,7 +53,7 @@ pub enum BanRefused {
     Seconds(String),
     /// Wider than the list guard rails allow (a /8 IPv4, a /16 IPv6): a typo away from
     /// banning everyone. `sipguard-admin ban add --force` can.
-    #[error("ban: {0}; refused from the module (sipguard-admin ban add --force can)")]
+    #[error("ban: {0}; wider than a /8 (IPv4) or /16 (IPv6) needs sipguard-admin ban add --force")]
     Wide(String),
 }
 
@@ -94,21 +94,30 @@ pub fn parse(
     reason: &str,
     now_ms: u64,
 ) -> Result<BanRequest, BanRefused> {
-    let net = parse_net(source).ok_or_else(|| BanRefused::Source(printable(source.trim())))?;
-    if let Some(Concern::Wide { net }) = listcheck::concerns(source, net)
-        .into_iter()
-        .find(|c| matches!(c, Concern::Wide { .. }))
-    {
-        return Err(BanRefused::Wide(Concern::Wide { net }.describe(source)));
-    }
+    let net = parse_source(source, false)?;
     let secs = parse_seconds(seconds)
         .filter(|s| (1..=MAX_SECONDS).contains(s))
         .ok_or_else(|| BanRefused::Seconds(printable(seconds.trim())))?;
     Ok(BanRequest {
         source: net,
         until_ms: now_ms.saturating_add(secs * 1000),
-        reason: cut(reason.trim(), REASON_MAX).to_string(),
+        reason: self::reason(reason),
     })
+}
+
+/// A ban's source: an address (`$si`, `[IPv6]`, IPv4-mapped as IPv4) or a CIDR network (host
+/// bits dropped), as `black_list` takes them; wider than a /8 or /16 only with `force`.
+pub fn parse_source(raw: &str, force: bool) -> Result<IpNet, BanRefused> {
+    let net = parse_net(raw).ok_or_else(|| BanRefused::Source(printable(raw.trim())))?;
+    if !force {
+        if let Some(c) = listcheck::concerns(raw, net)
+            .into_iter()
+            .find(|c| matches!(c, Concern::Wide { .. }))
+        {
+            return Err(BanRefused::Wide(c.describe(raw)));
+        }
+    }
+    Ok(net)
 }
 
 /// Digits, optionally followed by `.` and zeros only.
@@ -139,6 +148,16 @@ fn cut(s: &str, max: usize) -> &str {
 /// tenth of the ban, at least 10 s. A flood re-banned every packet then writes once.
 pub fn slack(until_ms: u64, now_ms: u64) -> u64 {
     (until_ms.saturating_sub(now_ms) / 10).max(10_000)
+}
+
+/// True when a ban ending at `held_ms` stands for a new one ending at `until_ms` (see [`slack`]).
+pub fn covers(held_ms: u64, until_ms: u64, now_ms: u64) -> bool {
+    held_ms.saturating_add(slack(until_ms, now_ms)) >= until_ms
+}
+
+/// `reason` as stored: trimmed, at most [`REASON_MAX`] bytes, cut at a character boundary.
+pub fn reason(raw: &str) -> String {
+    cut(raw.trim(), REASON_MAX).to_string()
 }
 
 /// The bounded hand-over from the request path to the background thread, which it wakes.

@@ -271,10 +271,13 @@ impl Guard {
             local.bans_generation = bans;
             let lifts = self.data.ban_lifts();
             if local.ban_lifts != lifts {
-                // Some ban was lifted in the table: this worker's own bans are there (written)
-                // or on their way, so the table decides from now on.
                 local.ban_lifts = lifts;
-                local.own_bans = BanLayer::default();
+                // Some ban was lifted in the table. With a ban_db_url this worker's own bans
+                // are there (written) or on their way, so the table decides from now on;
+                // without one they exist nowhere else and stay.
+                if self.cfg.ban_db_url.is_some() {
+                    local.own_bans = BanLayer::default();
+                }
             }
         }
         let generation = self.data.generation();
@@ -397,7 +400,7 @@ impl Guard {
                 .then(|| local.bans.as_ref()?.banned_until(req.source.addr(), now))
                 .flatten(),
         );
-        if held.is_some_and(|u| u + ban_request::slack(req.until_ms, now) >= req.until_ms) {
+        if held.is_some_and(|u| ban_request::covers(u, req.until_ms, now)) {
             bump(&c.bans_coalesced);
             return BanOutcome::Already;
         }
@@ -408,8 +411,8 @@ impl Guard {
                 return BanOutcome::Dropped;
             }
         }
-        local.own_bans.add(req.source, req.until_ms);
         if self.cfg.ban_db_url.is_none() {
+            local.own_bans.add(req.source, req.until_ms);
             if !local.said_no_ban_db {
                 local.said_no_ban_db = true;
                 self.data.logs.push(
@@ -420,11 +423,13 @@ impl Guard {
             bump(&c.bans_made);
             return BanOutcome::Banned;
         }
+        let (source, until_ms) = (req.source, req.until_ms);
         if self.data.ban_outbox.offer(req) {
+            local.own_bans.add(source, until_ms);
             bump(&c.bans_made);
             BanOutcome::Banned
         } else {
-            // Enforced here, not written: counted, as the cap says.
+            // Neither written nor held: counted, as the cap says; a later call may try again.
             bump(&c.bans_dropped);
             BanOutcome::Dropped
         }

@@ -111,10 +111,17 @@ pub fn write(dir: &Path, stats: &WorkerStats) -> std::io::Result<()> {
 }
 
 /// Reads the files of workers that are still alive; files of dead processes are skipped (and
-/// removed when possible, so restarts do not pile them up).
+/// removed when possible, so restarts do not pile them up). A directory that does not exist yet
+/// (no worker has had a request) holds no live worker.
 pub fn read_live(dir: &Path) -> std::io::Result<Vec<WorkerStats>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        // Workers create the directory at their first request: none has had one yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let path: PathBuf = entry?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;

@@ -13,7 +13,7 @@ use super::{sql, AdminError};
 use crate::ban_request::MAX_SECONDS;
 use crate::db;
 use crate::engine::IpLists;
-use crate::listcheck::{self, Concern};
+use crate::listcheck;
 use crate::netset::parse_net;
 
 /// A source's ban in force, as `ban list` and `explain` show it.
@@ -67,23 +67,7 @@ pub fn parse_duration(s: &str) -> Result<u64, AdminError> {
 
 /// Parses a source as the module does; `force` lets through one wider than a /8 or /16.
 pub fn parse_source(raw: &str, force: bool) -> Result<IpNet, AdminError> {
-    let net = parse_net(raw).ok_or_else(|| {
-        AdminError::Input(format!(
-            "{:?} is not an address or CIDR network",
-            raw.trim()
-        ))
-    })?;
-    for c in listcheck::concerns(raw, net) {
-        if let Concern::Wide { .. } = c {
-            if !force {
-                return Err(AdminError::Input(format!(
-                    "{}: refused without --force",
-                    c.describe(raw)
-                )));
-            }
-        }
-    }
-    Ok(net)
+    crate::ban_request::parse_source(raw, force).map_err(|e| AdminError::Input(e.to_string()))
 }
 
 /// Bans `net` for `secs` seconds from now (the database's clock), as `node`. An allow-listed
@@ -109,7 +93,7 @@ pub async fn add(
     let rows = [db::bans::NewBan {
         source: listcheck::show(net),
         remaining_ms: secs * 1000,
-        reason: reason.chars().take(255).collect(),
+        reason: crate::ban_request::reason(reason),
     }];
     db::bans::insert(conn, &rows, node, std::time::Duration::from_secs(30))
         .await

@@ -71,7 +71,18 @@ pub async fn explain(
         ),
         None => step("white_list", "no match".into(), None),
     }
-    // A ban in force refuses the source before the lists (the module answers wb_type "ban").
+    match ip_lists.black_hit(ip) {
+        Some(h) => step(
+            "black_list",
+            format!("row {} {} ({:?})", h.id, h.net, h.detail),
+            Some(format!(
+                "drop: {ip} is in black_list row {} ({})",
+                h.id, h.net
+            )),
+        ),
+        None => step("black_list", "no match".into(), None),
+    }
+    // A ban in force refuses a source the lists let through (the module answers wb_type "ban").
     match super::bans::covering(conn, ip).await {
         Ok(bans) => match bans.first() {
             Some(b) => step(
@@ -90,17 +101,6 @@ pub async fn explain(
         // A schema from before bans: nothing to show.
         Err(AdminError::Input(_)) => {}
         Err(e) => return Err(e),
-    }
-    match ip_lists.black_hit(ip) {
-        Some(h) => step(
-            "black_list",
-            format!("row {} {} ({:?})", h.id, h.net, h.detail),
-            Some(format!(
-                "drop: {ip} is in black_list row {} ({})",
-                h.id, h.net
-            )),
-        ),
-        None => step("black_list", "no match".into(), None),
     }
     if let Some(ua) = ua {
         match lists.user_agent_hit(ua) {

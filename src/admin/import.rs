@@ -262,12 +262,14 @@ async fn store(
     // takes a while for large tables): a worker that saw the new tables under the old
     // generation would otherwise build the node's file twice.
     super::bump_generations(conn, &["countries"]).await?;
-    conn.query_drop(format!(
-        "DROP TABLE {}; DROP TABLE IF EXISTS ipcountry_new, ipcountry6_new",
-        drops.join(", ")
-    ))
-    .await
-    .map_err(sql("drop the replaced tables"))?;
+    // The new data is live by now: a failed drop leaves `*_old` tables, which the next import
+    // drops first, and is no reason to report the import failed.
+    let _ = conn
+        .query_drop(format!(
+            "DROP TABLE {}; DROP TABLE IF EXISTS ipcountry_new, ipcountry6_new",
+            drops.join(", ")
+        ))
+        .await;
     Ok(replaced)
 }
 

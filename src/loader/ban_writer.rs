@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::ban_request::{slack, ROWS_PER_SECOND, WRITER_QUEUE as QUEUE_MAX};
+use crate::ban_request::{covers, ROWS_PER_SECOND, WRITER_QUEUE as QUEUE_MAX};
 use crate::config::Config;
 use crate::data::Data;
 use crate::db::{self, bans::NewBan};
@@ -34,6 +34,10 @@ struct Writer {
     failing: bool,
     /// Rows written in the current one-second window, and when it began.
     window: Option<(std::time::Instant, usize)>,
+    /// After a failed write: no attempt before this (1, 2, 4 … 30 s), however many bans come.
+    retry_at: Option<std::time::Instant>,
+    /// Failed writes in a row.
+    failures: u32,
 }
 
 /// Runs the writer until the process ends: one pass per refresh interval. Without
@@ -90,13 +94,16 @@ impl Writer {
         }
         // Ended, or already in the table as long (another worker wrote it first).
         let loaded = data.bans();
+        if self.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
+            return; // backing off: the queue keeps them
+        }
         self.queue.retain(|net, (until, _)| {
             *until > now
                 && !(net.prefix_len() == net.max_prefix_len()
                     && loaded
                         .as_ref()
                         .and_then(|b| b.banned_until(net.addr(), now))
-                        .is_some_and(|u| u + slack(*until, now) >= *until))
+                        .is_some_and(|u| covers(u, *until, now)))
         });
         if self.queue.is_empty() {
             return;
@@ -131,6 +138,8 @@ impl Writer {
         let rows: Vec<NewBan> = batch.iter().map(|(_, b)| b.clone()).collect();
         match self.write(cfg, url, &rows, node).await {
             Ok(()) => {
+                self.retry_at = None;
+                self.failures = 0;
                 for (net, _) in &batch {
                     self.queue.remove(net);
                 }
@@ -151,6 +160,10 @@ impl Writer {
             }
             Err(e) => {
                 self.conn = None;
+                self.failures = self.failures.saturating_add(1);
+                let wait = Duration::from_secs(1 << self.failures.min(5).saturating_sub(1))
+                    .min(Duration::from_secs(30));
+                self.retry_at = Some(std::time::Instant::now() + wait);
                 bump(&data.counters.ban_write_errors);
                 if !self.failing {
                     self.failing = true;

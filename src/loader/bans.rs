@@ -35,6 +35,23 @@ pub(super) struct BanRound {
     logged_bad: HashSet<u64>,
     /// The table is missing (a schema from before bans): said once.
     reported_missing: bool,
+    /// The last read failed: said once per streak.
+    failing: bool,
+}
+
+impl BanRound {
+    /// Notes a failed read: said once until a read works again.
+    pub(super) fn failed(&mut self, data: &Data, e: &db::DbError) {
+        if !self.failing {
+            self.failing = true;
+            data.say(
+                Level::Warn,
+                format!(
+                    "cannot read sipguard_ban ({e}); the bans in force stay, retrying every round"
+                ),
+            );
+        }
+    }
 }
 
 /// Reads what changed and publishes it; the previous set goes to `retired`.
@@ -50,15 +67,23 @@ pub(super) async fn load(
         return Ok(()); // no generation rows for bans: schema.sql not applied since bans came
     };
     let now = now_ms();
+    state.failing = false;
     if state.lifts_generation != Some(lifts) {
-        let Some(rows) = db::bans::in_force(conn, now, cfg.query_timeout()).await? else {
+        // The whole set: as large as a country table can be, so under the load deadline.
+        let Some(rows) = db::bans::in_force(conn, now, cfg.load_timeout()).await? else {
             return missing(data, state);
         };
         data.counters.db_queries.fetch_add(1, Ordering::Relaxed);
         state.last_id = rows.iter().map(|r| r.id).max().unwrap_or(state.last_id);
         let bans = Bans::from_all(parse(data, state, &rows));
         say_loaded(data, &bans, "all in force");
-        retired.bans(data.publish_bans_after_lift(bans));
+        // A lift seen (not this worker's first read, nor one after a round that panicked).
+        let lifted = state.lifts_generation.is_some();
+        retired.bans(if lifted {
+            data.publish_bans_after_lift(bans)
+        } else {
+            data.publish_bans(bans)
+        });
         state.lifts_generation = Some(lifts);
         state.added_generation = Some(added);
         return Ok(());

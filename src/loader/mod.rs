@@ -381,7 +381,15 @@ async fn refresh_on(
         lists::load(cfg, data, round, retired, conn).await?;
         round.lists_generation = gens.map(|g| g.lists);
     }
-    bans::load(cfg, data, &mut round.bans, retired, conn, gens).await?;
+    // Bans are their own table: a failed read of them (a deadline on a huge set) leaves the
+    // bans in force and is retried next round; it does not make the lists look unavailable.
+    if let Err(e) = bans::load(cfg, data, &mut round.bans, retired, conn, gens).await {
+        round.bans.failed(data, &e);
+        if e.is_timeout() {
+            // The connection's state is unknown after a deadline.
+            return Err(e);
+        }
+    }
     let mut state = CountryState {
         generation: gens.map(|g| g.countries),
         marker: None,
