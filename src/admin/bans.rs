@@ -127,6 +127,22 @@ pub async fn remove(conn: &mut Conn, net: IpNet) -> Result<u64, AdminError> {
     }))
 }
 
+/// Deletes the rows of bans that have ended (they are enforced nowhere: workers compare the end
+/// with their clock); returns how many. Lifts nothing: the delete trigger ignores ended rows.
+pub async fn purge(conn: &mut Conn) -> Result<u64, AdminError> {
+    conn.query_drop(
+        "DELETE FROM sipguard_ban WHERE until_ms <= FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)",
+    )
+    .await
+    .map_err(|e| {
+        missing_table(db::DbError::Mysql {
+            what: "sipguard_ban",
+            source: e,
+        })
+    })?;
+    Ok(conn.affected_rows())
+}
+
 /// Every source banned now, one entry per source (its latest end), latest end first.
 pub async fn list(conn: &mut Conn) -> Result<Vec<BanInForce>, AdminError> {
     type Row = (String, u64, String, u64, String, String, String);

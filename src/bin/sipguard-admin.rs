@@ -175,6 +175,9 @@ enum BanAction {
     },
     /// Lift every ban of exactly this source on every node (exit code 3 when it has none).
     Remove { source: String },
+    /// Delete the rows of bans that have ended (the table keeps them until then; run it from
+    /// cron). Lifts nothing.
+    Purge,
     /// Show the bans in force, one line per source (its latest end).
     List {
         /// Print JSON instead of a table.
@@ -511,6 +514,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                         "lifted the ban on {} ({rows} rows); workers stop enforcing it within refresh_secs",
                         sipguard::listcheck::show(net)
                     );
+                }
+                BanAction::Purge => {
+                    let n = admin::bans::purge(&mut conn).await?;
+                    println!("deleted {n} rows of ended bans");
                 }
                 BanAction::List { json } => {
                     let bans = admin::bans::list(&mut conn).await?;

@@ -19,15 +19,23 @@ use crate::stats::now_ms;
 /// Rows read per round at most; a longer backlog is read over the next rounds.
 pub(super) const ROWS_PER_ROUND: usize = 20_000;
 
-/// Ids re-read below the highest one seen: two bans inserted at once can commit out of id
-/// order, and a read between the two commits would otherwise skip the lower id for good.
-const OVERLAP: u64 = 32;
+/// How long a missing id holds the read back (ms). Writers on several nodes insert at once and
+/// can commit out of id order: a read between two commits sees the higher id and not yet the
+/// lower one, so the rows above a missing id are read again until it appears. One that never
+/// does (an insert rolled back, an id skipped by the server) is given up after this.
+const GAP_PATIENCE_MS: u64 = 10_000;
+
+/// Ids read again after a whole read (start-up, a lift), for the same reason.
+const RECHECK_AFTER_FULL_READ: u64 = 1_000;
 
 /// What the ban side remembers between rounds.
 #[derive(Default)]
 pub(super) struct BanRound {
-    /// The highest `sipguard_ban.id` read.
+    /// Every `sipguard_ban.id` up to this one has been read (or given up, see
+    /// [`GAP_PATIENCE_MS`]).
     last_id: u64,
+    /// Since when (Unix ms) an id above `last_id` has been missing.
+    gap_since: Option<u64>,
     /// `sipguard_generation.bans` / `ban_lifts` the published bans were read at.
     added_generation: Option<u64>,
     lifts_generation: Option<u64>,
@@ -74,7 +82,11 @@ pub(super) async fn load(
             return missing(data, state);
         };
         data.counters.db_queries.fetch_add(1, Ordering::Relaxed);
-        state.last_id = rows.iter().map(|r| r.id).max().unwrap_or(state.last_id);
+        // The next round reads the last ids again: an insert not yet committed during this read
+        // (a lower id than the highest seen) would otherwise be skipped until the next lift.
+        let highest = rows.iter().map(|r| r.id).max().unwrap_or(state.last_id);
+        state.last_id = highest.saturating_sub(RECHECK_AFTER_FULL_READ);
+        state.gap_since = None;
         let bans = Bans::from_all(parse(data, state, &rows));
         say_loaded(data, &bans, "all in force");
         // A lift seen (not this worker's first read, nor one after a round that panicked).
@@ -85,13 +97,13 @@ pub(super) async fn load(
             data.publish_bans(bans)
         });
         state.lifts_generation = Some(lifts);
-        state.added_generation = Some(added);
+        state.added_generation = None;
         return Ok(());
     }
     if state.added_generation == Some(added) {
         return Ok(());
     }
-    let after = state.last_id.saturating_sub(OVERLAP);
+    let after = state.last_id;
     let Some(rows) =
         db::bans::added_since(conn, after, ROWS_PER_ROUND, cfg.query_timeout()).await?
     else {
@@ -99,8 +111,8 @@ pub(super) async fn load(
     };
     data.counters.db_queries.fetch_add(1, Ordering::Relaxed);
     let complete = rows.len() < ROWS_PER_ROUND;
-    state.last_id = rows.iter().map(|r| r.id).fold(state.last_id, u64::max);
-    // Rows read again in the overlap add nothing new: a source keeps its latest end.
+    state.last_id = next_after(state, after, &rows, now);
+    // Rows read again above a missing id add nothing new: a source keeps its latest end.
     let live: Vec<BanRow> = rows.into_iter().filter(|r| r.until_ms > now).collect();
     if !live.is_empty() {
         let added = parse(data, state, &live);
@@ -110,11 +122,37 @@ pub(super) async fn load(
         };
         retired.bans(data.publish_bans(bans));
     }
-    // A backlog longer than one read: the generation is taken only once it is all read.
-    if complete {
+    // A backlog longer than one read, or a missing id: the generation is taken only once all
+    // is read, so the next round reads on even if nothing new is added.
+    if complete && state.gap_since.is_none() {
         state.added_generation = Some(added);
     }
     Ok(())
+}
+
+/// Where the next read starts: after the last id of the run that follows `after` without a
+/// missing id (ids come in order); past a missing id only once it has been missing for
+/// [`GAP_PATIENCE_MS`].
+fn next_after(state: &mut BanRound, after: u64, rows: &[BanRow], now: u64) -> u64 {
+    let mut contiguous = after;
+    for r in rows {
+        if r.id != contiguous + 1 {
+            break;
+        }
+        contiguous = r.id;
+    }
+    let last = rows.last().map_or(after, |r| r.id);
+    if contiguous == last {
+        state.gap_since = None;
+        return last;
+    }
+    let since = *state.gap_since.get_or_insert(now);
+    if now.saturating_sub(since) < GAP_PATIENCE_MS {
+        contiguous
+    } else {
+        state.gap_since = None;
+        last
+    }
 }
 
 fn missing(data: &Data, state: &mut BanRound) -> Result<(), db::DbError> {
@@ -156,4 +194,40 @@ fn parse(data: &Data, state: &mut BanRound, rows: &[BanRow]) -> Vec<(IpNet, u64)
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(ids: &[u64]) -> Vec<BanRow> {
+        ids.iter()
+            .map(|&id| BanRow {
+                id,
+                source: "192.0.2.1".into(),
+                until_ms: u64::MAX,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_id_holds_the_read_back_until_it_appears_or_the_patience_ends() {
+        let mut s = BanRound::default();
+        assert_eq!(next_after(&mut s, 0, &rows(&[1, 2, 3]), 0), 3);
+        // 4 is not committed yet when 5 and 6 are read: read from 3 again.
+        assert_eq!(next_after(&mut s, 3, &rows(&[5, 6]), 1_000), 3);
+        assert_eq!(s.gap_since, Some(1_000));
+        // It appears: everything is read.
+        assert_eq!(next_after(&mut s, 3, &rows(&[4, 5, 6]), 2_000), 6);
+        assert_eq!(s.gap_since, None);
+        // 7 never comes (rolled back): given up after the patience.
+        assert_eq!(next_after(&mut s, 6, &rows(&[8]), 3_000), 6);
+        assert_eq!(
+            next_after(&mut s, 6, &rows(&[8]), 3_000 + GAP_PATIENCE_MS),
+            8
+        );
+        assert_eq!(s.gap_since, None);
+        // Nothing new: stays.
+        assert_eq!(next_after(&mut s, 8, &[], 20_000), 8);
+    }
 }

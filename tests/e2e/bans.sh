@@ -167,6 +167,13 @@ done
 n=$(sg_sql -N -e "SELECT COUNT(*) FROM sipguard_ban WHERE source = '127.0.9.9'")
 [ "$n" = 0 ] && ok "no ban row for the carrier" || ko "no ban row for the carrier" "$n rows"
 admin ban remove 127.0.9.0/24 >/dev/null
+# The 20 s ban has ended: purge deletes its row and nothing else.
+before=$(sg_sql -N -e "SELECT COUNT(*) FROM sipguard_ban")
+out=$(admin ban purge)
+after=$(sg_sql -N -e "SELECT COUNT(*) FROM sipguard_ban")
+left=$(sg_sql -N -e "SELECT COUNT(*) FROM sipguard_ban WHERE until_ms <= FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)")
+[ "$left" = 0 ] && [ "$after" -lt "$before" ] && [ "$(admin ban list | grep -c '198.18.0.5 ')" = 1 ] \
+    && ok "ban purge deletes the ended rows only ($out: $before -> $after rows; 198.18.0.5 still banned)" || ko "ban purge" "$out: $before -> $after, $left ended left"
 
 # 5. 10,000 distinct listed sources within a minute, beside clean traffic.
 sg_sql -e "INSERT INTO black_list (ip, detail) VALUES ('198.19.0.0/16', 'a botnet''s range')"
