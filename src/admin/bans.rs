@@ -134,12 +134,7 @@ pub async fn purge(conn: &mut Conn) -> Result<u64, AdminError> {
         "DELETE FROM sipguard_ban WHERE until_ms <= FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)",
     )
     .await
-    .map_err(|e| {
-        missing_table(db::DbError::Mysql {
-            what: "sipguard_ban",
-            source: e,
-        })
-    })?;
+    .map_err(table_error)?;
     Ok(conn.affected_rows())
 }
 
@@ -156,12 +151,7 @@ pub async fn list(conn: &mut Conn) -> Result<Vec<BanInForce>, AdminError> {
              ORDER BY source, until_ms DESC, id DESC",
         )
         .await
-        .map_err(|e| {
-            missing_table(db::DbError::Mysql {
-                what: "sipguard_ban",
-                source: e,
-            })
-        })?;
+        .map_err(table_error)?;
     let mut out: Vec<BanInForce> = Vec::new();
     for (source, until_ms, until, remaining_secs, reason, node, created) in rows {
         match out.last_mut() {
@@ -192,6 +182,13 @@ pub async fn covering(conn: &mut Conn, ip: IpAddr) -> Result<Vec<BanInForce>, Ad
         .into_iter()
         .filter(|b| parse_net(&b.source).is_some_and(|n| n.contains(&ip)))
         .collect())
+}
+
+fn table_error(source: mysql_async::Error) -> AdminError {
+    missing_table(db::DbError::Mysql {
+        what: "sipguard_ban",
+        source,
+    })
 }
 
 fn missing_table(e: db::DbError) -> AdminError {

@@ -29,16 +29,13 @@ pub async fn added_since(
     limit: usize,
     deadline: Duration,
 ) -> Result<Option<Vec<BanRow>>, DbError> {
-    let res: Result<Vec<Row>, _> = bounded(
-        "sipguard_ban",
+    select(
+        conn,
+        "SELECT id, source, until_ms FROM sipguard_ban WHERE id > ? ORDER BY id LIMIT ?",
+        (after, limit as u64),
         deadline,
-        conn.exec(
-            "SELECT id, source, until_ms FROM sipguard_ban WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit as u64),
-        ),
     )
-    .await;
-    rows(res)
+    .await
 }
 
 /// Every ban still in force at `now_ms`, in id order.
@@ -47,16 +44,23 @@ pub async fn in_force(
     now_ms: u64,
     deadline: Duration,
 ) -> Result<Option<Vec<BanRow>>, DbError> {
-    let res: Result<Vec<Row>, _> = bounded(
-        "sipguard_ban",
+    select(
+        conn,
+        "SELECT id, source, until_ms FROM sipguard_ban WHERE until_ms > ? ORDER BY id",
+        (now_ms,),
         deadline,
-        conn.exec(
-            "SELECT id, source, until_ms FROM sipguard_ban WHERE until_ms > ? ORDER BY id",
-            (now_ms,),
-        ),
     )
-    .await;
-    rows(res)
+    .await
+}
+
+/// Runs one of the reads above under its deadline.
+async fn select(
+    conn: &mut Conn,
+    sql: &'static str,
+    params: impl Into<mysql_async::Params> + Send,
+    deadline: Duration,
+) -> Result<Option<Vec<BanRow>>, DbError> {
+    rows(bounded("sipguard_ban", deadline, conn.exec(sql, params)).await)
 }
 
 /// Converts with checks: a row a hand edit made unreadable (NULL, negative) is skipped.
