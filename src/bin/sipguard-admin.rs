@@ -511,8 +511,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     let net = admin::bans::parse_source(source, true)?;
                     let rows = admin::bans::remove(&mut conn, net).await?;
                     println!(
-                        "lifted the ban on {} ({rows} rows); workers stop enforcing it within refresh_secs",
-                        sipguard::listcheck::show(net)
+                        "lifted the ban on {} ({rows} {}); workers stop enforcing it within refresh_secs",
+                        sipguard::listcheck::show(net),
+                        if rows == 1 { "row" } else { "rows" }
                     );
                 }
                 BanAction::Purge => {
