@@ -19,6 +19,7 @@ pub const COMPACT_AT: usize = 4096;
 
 /// One layer: banned addresses by address, banned networks (rare: scanned in order). Also what
 /// a worker holds of its own bans until they come back from the table (`ban_request`).
+/// Sources come canonical, as `netset::parse_net` gives them (IPv4-mapped as IPv4).
 #[derive(Debug, Clone, Default)]
 pub struct Layer {
     /// Single addresses (a /32 or /128 ban) and when each ban ends (Unix ms).
@@ -31,7 +32,6 @@ impl Layer {
     /// Records a ban of `net` until `until_ms` (Unix ms); a source banned twice keeps the later
     /// end.
     pub fn add(&mut self, net: IpNet, until_ms: u64) {
-        let net = canonical_net(net);
         if net.prefix_len() == net.max_prefix_len() {
             let e = self.addrs.entry(net.addr()).or_insert(0);
             *e = (*e).max(until_ms);
@@ -44,7 +44,6 @@ impl Layer {
 
     /// When the ban recorded for exactly `net` ends (expired or not).
     pub fn get(&self, net: IpNet) -> Option<u64> {
-        let net = canonical_net(net);
         if net.prefix_len() == net.max_prefix_len() {
             self.addrs.get(&net.addr()).copied()
         } else {
@@ -68,6 +67,12 @@ impl Layer {
             .map(|(_, u)| *u)
             .max();
         own.max(nets)
+    }
+
+    /// Every entry: source and end.
+    fn entries(&self) -> impl Iterator<Item = (IpNet, u64)> + '_ {
+        let addrs = self.addrs.iter().map(|(&ip, &u)| (IpNet::from(ip), u));
+        addrs.chain(self.nets.iter().copied())
     }
 
     /// Entries held.
@@ -125,23 +130,8 @@ impl Bans {
                 recent,
             };
         }
-        let mut base = Layer::default();
-        for layer in [&*self.base, &recent] {
-            for (&ip, &u) in &layer.addrs {
-                if u > now_ms {
-                    base.add(IpNet::from(ip), u);
-                }
-            }
-            for &(n, u) in &layer.nets {
-                if u > now_ms {
-                    base.add(n, u);
-                }
-            }
-        }
-        Bans {
-            base: Arc::new(base),
-            recent: Layer::default(),
-        }
+        let live = self.base.entries().chain(recent.entries());
+        Bans::from_all(live.filter(|&(_, u)| u > now_ms))
     }
 
     /// A set of exactly `all` (a full reload, after a ban was lifted).
@@ -154,17 +144,6 @@ impl Bans {
             base: Arc::new(base),
             recent: Layer::default(),
         }
-    }
-}
-
-/// IPv4-mapped IPv6 networks as IPv4, so a ban matches the form `$si` gives.
-fn canonical_net(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
-            Some(v4) => IpNet::new(IpAddr::V4(v4), n.prefix_len() - 96).unwrap_or(net),
-            None => net,
-        },
-        _ => net,
     }
 }
 

@@ -334,14 +334,19 @@ impl Guard {
     /// wins, a `black_list` match keeps its `ip`), never cached, so a ban ends on time
     /// without a reload.
     fn answer(&self, raw: &str, func: &str) -> Option<SourceAnswer> {
-        let (ip, mut a) = self.answer_lists(raw, func)?;
+        // Every source check passes here (check_blacklist, get_countrycode, sipguard.check).
+        if self.cfg.test_hooks && raw == "sipguard-test-panic" {
+            panic!("test hook: deliberate panic");
+        }
+        // One lock for the lists' answer and the bans.
+        let mut local = self.lock_local();
+        let (ip, mut a) = self.answer_lists(&mut local, raw, func)?;
         // White and black_list answers stand (the list is the lasting reason); a ban refuses
         // what the lists let through.
         if matches!(
             a.verdict,
             Verdict::Clear | Verdict::Black(engine::BlackKind::NoData)
         ) {
-            let local = self.lock_local();
             let loaded = local.bans.as_ref().filter(|b| !b.is_empty());
             if loaded.is_some() || !local.own_bans.is_empty() {
                 let now = crate::stats::now_ms();
@@ -365,11 +370,11 @@ impl Guard {
         let c = &self.data.counters;
         bump(&c.bans_asked);
         let now = crate::stats::now_ms();
+        let mut local = self.lock_local();
         let req = match ban_request::parse(source, seconds, reason, now) {
             Ok(r) => r,
             Err(e) => {
                 bump(&c.bans_refused);
-                let mut local = self.lock_local();
                 self.log_bad(&mut local, "ban", format_args!("{e}"));
                 return BanOutcome::Invalid;
             }
@@ -377,11 +382,10 @@ impl Guard {
         // The allow-list wins: a white-listed address is never banned.
         if req.source.prefix_len() == req.source.max_prefix_len() {
             let white = self
-                .answer_lists(&req.source.addr().to_string(), "ban")
+                .answer_lists(&mut local, &req.source.addr().to_string(), "ban")
                 .is_some_and(|(_, a)| matches!(a.verdict, Verdict::White(_)));
             if white {
                 bump(&c.bans_refused);
-                let mut local = self.lock_local();
                 if local.white_bans_said.len() < 1024 && local.white_bans_said.insert(req.source) {
                     self.data.logs.push(
                         Level::Warn,
@@ -394,7 +398,6 @@ impl Guard {
                 return BanOutcome::White;
             }
         }
-        let mut local = self.lock_local();
         let held = local.own_bans.get(req.source).max(
             (req.source.prefix_len() == req.source.max_prefix_len())
                 .then(|| local.bans.as_ref()?.banned_until(req.source.addr(), now))
@@ -435,27 +438,29 @@ impl Guard {
         }
     }
 
-    fn answer_lists(&self, raw: &str, func: &str) -> Option<(IpAddr, SourceAnswer)> {
-        // Every source check passes here (check_blacklist, get_countrycode, sipguard.check).
-        if self.cfg.test_hooks && raw == "sipguard-test-panic" {
-            panic!("test hook: deliberate panic");
-        }
-        let mut local = self.lock_local();
-        self.first_wait(&mut local);
+    /// The lists' and country tables' answer for `raw`, cached per source; the caller holds
+    /// the lock.
+    fn answer_lists(
+        &self,
+        local: &mut Local,
+        raw: &str,
+        func: &str,
+    ) -> Option<(IpAddr, SourceAnswer)> {
+        self.first_wait(local);
         let ip = match addr::parse_source(raw) {
             Ok(ip) => ip,
             Err(e) => {
                 let e: AddrError = e;
                 bump(&self.data.counters.bad_input);
                 self.log_bad(
-                    &mut local,
+                    local,
                     "address",
                     format_args!("{func}: {e}; answering \"\""),
                 );
                 return None;
             }
         };
-        self.refresh(&mut local);
+        self.refresh(local);
         if let Some((last, a)) = &local.last {
             if *last == ip {
                 bump(&self.data.counters.cache_hits);
