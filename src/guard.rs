@@ -70,6 +70,17 @@ struct Local {
 /// µs in Kamailio), and a quiet worker still notices within a few requests.
 const STALL_CHECK_EVERY: u32 = 16;
 
+/// The check a caller asked for, under which a clear or no-data answer is counted.
+#[derive(Clone, Copy)]
+enum Asked {
+    Ip,
+    Country,
+    Ua,
+    User,
+    /// `sipguard_check`: every check in one call.
+    All,
+}
+
 /// One process's sipguard: config, shared data, and the request-side cache.
 pub struct Guard {
     cfg: Arc<Config>,
@@ -151,24 +162,34 @@ impl Guard {
             .answer(raw, "check_blacklist")
             .map(|a| a.verdict)
             .unwrap_or(Verdict::Clear);
-        self.count(v)
+        self.count(Asked::Ip, v)
     }
 
-    /// Counts a decision by kind and passes it through (by value: no clone on the request path).
-    fn count(&self, v: Verdict) -> Verdict {
+    /// Counts a decision and passes it through (by value: no clone on the request path). A
+    /// black or white answer counts under the check that matched, a clear or no-data answer
+    /// under `asked`, the check the caller asked for.
+    fn count(&self, asked: Asked, v: Verdict) -> Verdict {
         let c = &self.data.counters;
-        match &v {
-            Verdict::Clear => {}
-            Verdict::White(_) => bump(&c.decided_white),
-            Verdict::Black(k) => bump(match k {
-                engine::BlackKind::Ip(_) => &c.decided_black_ip,
-                engine::BlackKind::Country => &c.decided_black_country,
-                engine::BlackKind::User => &c.decided_black_user,
-                engine::BlackKind::Ua(_) => &c.decided_black_ua,
-                engine::BlackKind::NoData => &c.decided_nodata,
-                engine::BlackKind::Ban { .. } => &c.decided_black_ban,
-            }),
-        }
+        bump(match (&v, asked) {
+            (Verdict::White(_), _) => &c.decided_ip_white,
+            (Verdict::Black(engine::BlackKind::Ip(_)), _) => &c.decided_ip_black,
+            (Verdict::Black(engine::BlackKind::Country), _) => &c.decided_country_black,
+            (Verdict::Black(engine::BlackKind::User), _) => &c.decided_user_black,
+            (Verdict::Black(engine::BlackKind::Ua(_)), _) => &c.decided_ua_black,
+            (Verdict::Black(engine::BlackKind::Ban { .. }), _) => &c.decided_ban_black,
+            (Verdict::Black(engine::BlackKind::NoData), Asked::Ip) => &c.decided_ip_nodata,
+            (Verdict::Black(engine::BlackKind::NoData), Asked::Country) => {
+                &c.decided_country_nodata
+            }
+            (Verdict::Black(engine::BlackKind::NoData), Asked::Ua) => &c.decided_ua_nodata,
+            (Verdict::Black(engine::BlackKind::NoData), Asked::User) => &c.decided_user_nodata,
+            (Verdict::Black(engine::BlackKind::NoData), Asked::All) => &c.decided_all_nodata,
+            (Verdict::Clear, Asked::Ip) => &c.decided_ip_clear,
+            (Verdict::Clear, Asked::Country) => &c.decided_country_clear,
+            (Verdict::Clear, Asked::Ua) => &c.decided_ua_clear,
+            (Verdict::Clear, Asked::User) => &c.decided_user_clear,
+            (Verdict::Clear, Asked::All) => &c.decided_all_clear,
+        });
         v
     }
 
@@ -197,14 +218,14 @@ impl Guard {
         }
         let v = engine::check_country(local.lists.as_deref(), raw, self.cfg.on_no_data);
         drop(local);
-        self.count(v)
+        self.count(Asked::Country, v)
     }
 
     /// `check_user_blacklist($au)` or `($fU)`.
     pub fn check_user(&self, raw: &str) -> Verdict {
         bump(&self.data.counters.check_user_blacklist);
         let v = self.with_lists(|lists| engine::check_user(lists, raw, self.cfg.on_no_data));
-        self.count(v)
+        self.count(Asked::User, v)
     }
 
     /// `check_user_agent($ua)`.
@@ -212,7 +233,7 @@ impl Guard {
         bump(&self.data.counters.check_user_agent);
         let v = self
             .with_lists(|lists| engine::check_user_agent(lists, &self.default_user_agents, raw));
-        self.count(v)
+        self.count(Asked::Ua, v)
     }
 
     /// `sipguard_check($si, $ua, $fU)`: every check in the shipped cfg's order (allow-list,
@@ -226,7 +247,7 @@ impl Guard {
             None => (Verdict::Clear, ""),
         };
         if verdict != Verdict::Clear {
-            return (self.count(verdict), cc);
+            return (self.count(Asked::All, verdict), cc);
         }
         let v = self.with_lists(|lists| {
             let mut v = engine::check_user_agent(lists, &self.default_user_agents, ua);
@@ -238,7 +259,7 @@ impl Guard {
             }
             v
         });
-        (self.count(v), cc)
+        (self.count(Asked::All, v), cc)
     }
 
     /// Log lines queued since the last call, for the Lua side to print.

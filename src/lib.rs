@@ -42,6 +42,7 @@ pub mod guard;
 pub mod listcheck;
 mod loader;
 pub mod logq;
+pub mod metrics;
 pub mod netset;
 pub mod nodefile;
 pub mod process;

@@ -41,13 +41,26 @@ counters! {
     cache_hits: "Per-source answers served from the cache.",
     cache_misses: "Per-source answers computed.",
     bad_input: "Arguments that were not a usable address or country code.",
-    decided_black_ip: "black_list matches.",
-    decided_white: "white_list matches.",
-    decided_black_country: "black_list_country matches.",
-    decided_black_user: "black_list_user matches.",
-    decided_black_ua: "Scanner User-Agent matches.",
-    decided_nodata: "Answers given by the on_no_data policy.",
-    decided_black_ban: "Sources refused by a ban in force (sipguard_ban).",
+    // Decisions, named decided_<check>_<result> (`sipguard-admin metrics` splits them into the
+    // labels of sipguard_decisions_total). A black or white answer counts under the check that
+    // matched (ban: a ban in force); a clear or no-data answer under the check asked (all:
+    // sipguard_check).
+    decided_ip_clear: "check_blacklist answers with no match.",
+    decided_ip_white: "white_list matches.",
+    decided_ip_black: "black_list matches.",
+    decided_ip_nodata: "check_blacklist answers given by the on_no_data policy.",
+    decided_country_clear: "check_country_blacklist answers with no match.",
+    decided_country_black: "black_list_country matches.",
+    decided_country_nodata: "check_country_blacklist answers given by the on_no_data policy.",
+    decided_ua_clear: "check_user_agent answers with no match.",
+    decided_ua_black: "Scanner User-Agent matches (config patterns and black_list_ua).",
+    decided_ua_nodata: "check_user_agent answers given by the on_no_data policy.",
+    decided_user_clear: "check_user_blacklist answers with no match.",
+    decided_user_black: "black_list_user matches.",
+    decided_user_nodata: "check_user_blacklist answers given by the on_no_data policy.",
+    decided_ban_black: "Sources refused by a ban in force (sipguard_ban).",
+    decided_all_clear: "sipguard_check answers with no match in any check.",
+    decided_all_nodata: "sipguard_check answers given by the on_no_data policy.",
     bans_asked: "Calls of sipguard.ban (request path).",
     bans_made: "Bans made by this worker: enforced here, and queued for sipguard_ban when ban_db_url is set (request path).",
     bans_coalesced: "Bans not queued: the source was already banned as long (request path).",
@@ -65,6 +78,8 @@ counters! {
     country_load_failures: "Country loads that failed (each followed by a backoff).",
     list_loads: "Times the lists were (re)built.",
     country_loads: "Times the country ranges were (re)built.",
+    list_load_ms: "Milliseconds spent (re)building the lists, summed over list_loads.",
+    country_load_ms: "Milliseconds spent (re)loading the country ranges, summed over country_loads.",
 }
 
 /// Adds `n` to a counter with a single writer (see [`bump`]).
@@ -98,6 +113,9 @@ pub struct WorkerStats {
     pub lists_generation: Option<u64>,
     /// `sipguard_generation.countries` the worker's country ranges were loaded at.
     pub countries_generation: Option<u64>,
+    /// `sipguard_generation.bans` the worker's bans were read at (None: never, or no table).
+    #[serde(default)]
+    pub bans_generation: Option<u64>,
     /// True while the last refresh round failed.
     pub db_down: bool,
     /// Counter values by name.

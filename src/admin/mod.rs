@@ -3,6 +3,7 @@
 //! tool accepts is exactly what the workers will match.
 
 pub mod bans;
+pub mod cli;
 pub mod country_diff;
 pub mod explain;
 pub mod import;

@@ -10,187 +10,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
+use sipguard::admin::cli::{BanAction, Cli, Command, FamilyArg, Format, ListAction};
 use sipguard::admin::{self, explain, import, lists, AdminError};
-use sipguard::config::{self, Config};
+use sipguard::config::Config;
 use sipguard::countrydata;
 use sipguard::stats;
-
-#[derive(Parser)]
-#[command(
-    name = "sipguard-admin",
-    version,
-    about = "Manage sipguard's lists and country data for Kamailio"
-)]
-struct Cli {
-    /// The module's config file (for stats_dir, scanner patterns, and db_url when --db-url is absent).
-    #[arg(long, env = config::ENV_VAR, default_value = config::DEFAULT_PATH, global = true)]
-    config: PathBuf,
-    /// Database with write access (the module's own user is read-only):
-    /// mysql://user:pass@host:port/db.
-    #[arg(
-        long,
-        env = "SIPGUARD_ADMIN_DB_URL",
-        global = true,
-        hide_env_values = true
-    )]
-    db_url: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Load country data into ipcountry/ipcountry6, replacing them atomically: db-ip style CSV,
-    /// IP2Location LITE DB1 CSV (IPv4 and IPv6 editions), MaxMind GeoLite2 Country CSV
-    /// (blocks and locations together) or a MaxMind DB (.mmdb); .gz accepted. The format is
-    /// detected per file. A bad line changes nothing.
-    ImportCountries {
-        /// Country files. A family absent from all of them keeps its table.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Read every file as this format instead of detecting it.
-        #[arg(long, value_parser = parse_format)]
-        format: Option<countrydata::Format>,
-        /// Address family of numeric addresses, for files whose name does not say it
-        /// (db-ip `-num` files, IP2Location's IPv6 edition under another name).
-        #[arg(long, value_enum)]
-        family: Option<FamilyArg>,
-        /// Read and check everything, print what would change against the live tables, and
-        /// change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Every row of a range that rows give different countries is left out (its
-        /// addresses answer what a wider range says, or no country) and listed, instead of
-        /// refusing the whole input.
-        #[arg(long)]
-        skip_conflicts: bool,
-    },
-    /// black_list: addresses and CIDR networks to drop.
-    Black(ListCmd),
-    /// white_list: addresses and networks exempt from every check.
-    White(ListCmd),
-    /// black_list_country: ISO country codes to drop.
-    Country(ListCmd),
-    /// black_list_user: SIP user names to drop.
-    User(ListCmd),
-    /// black_list_ua: User-Agent substrings to drop (added to the config's scanner patterns).
-    Ua(ListCmd),
-    /// sipguard_ban: sources every worker of every node refuses until a time (wb_type "ban");
-    /// the module's sipguard.ban writes there too.
-    Ban(BanCmd),
-    /// Make every worker of every node reload lists and country data on its next round.
-    Reload,
-    /// Reload, then wait until every live worker (seen in stats_dir) has loaded the new data,
-    /// and name the SIP workers that have had no request yet (from Kamailio's control socket).
-    Warm {
-        /// Give up after this many seconds (exit code 5).
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
-        /// Kamailio's control socket (ctl module), asked with `kamcmd core.psx` for its SIP
-        /// workers.
-        #[arg(long, default_value = "unix:/run/kamailio/kamailio_ctl")]
-        ctl: String,
-    },
-    /// Show the decision kamailio/kamailio.cfg would take for a source, and the rows behind it.
-    Explain {
-        /// Source address as $si would give it.
-        address: String,
-        /// SIP user name ($fU) to check against black_list_user.
-        #[arg(long)]
-        user: Option<String>,
-        /// User-Agent to check against the scanner patterns.
-        #[arg(long)]
-        ua: Option<String>,
-    },
-    /// The workers' counters, per worker and summed, from stats_dir.
-    Stats {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Directory the workers write to (default: stats_dir from the config).
-        #[arg(long)]
-        stats_dir: Option<PathBuf>,
-    },
-}
-
-fn parse_format(s: &str) -> Result<countrydata::Format, String> {
-    s.parse()
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FamilyArg {
-    Ipv4,
-    Ipv6,
-}
-
-#[derive(clap::Args)]
-struct ListCmd {
-    #[command(subcommand)]
-    action: ListAction,
-}
-
-#[derive(Subcommand)]
-enum ListAction {
-    /// Add a value (validated; adding an existing value is not an error).
-    Add {
-        value: String,
-        /// Free text, the post's `detail` column.
-        #[arg(long, default_value = "")]
-        detail: String,
-        /// Store an address entry wider than a /8 (IPv4) or /16 (IPv6), which would drop (black)
-        /// or exempt from every check (white) that many sources.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Remove a value (exit code 3 when it is not listed).
-    Remove { value: String },
-    /// Show the rows.
-    List {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-}
-
-#[derive(clap::Args)]
-struct BanCmd {
-    #[command(subcommand)]
-    action: BanAction,
-}
-
-#[derive(Subcommand)]
-enum BanAction {
-    /// Ban an address or CIDR network on every node, from now (the database's clock).
-    Add {
-        source: String,
-        /// How long: whole seconds or with a unit (90, 90s, 15m, 12h, 7d); at most 366 days.
-        #[arg(long = "for", value_name = "LENGTH")]
-        length: String,
-        /// Free text, shown by `ban list` and `explain`.
-        #[arg(long, default_value = "")]
-        reason: String,
-        /// Ban a network wider than a /8 (IPv4) or /16 (IPv6).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Lift every ban of exactly this source on every node (exit code 3 when it has none).
-    Remove { source: String },
-    /// Delete the rows of bans that have ended (the table keeps them until then; run it from
-    /// cron). Lifts nothing.
-    Purge,
-    /// Show the bans in force, one line per source (its latest end).
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Table,
-    Json,
-}
 
 fn main() -> ExitCode {
     // Like any CLI: output piped into `head` ends the program quietly (SIGPIPE), instead of
@@ -586,8 +411,86 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 print_stats(&workers, &total);
             }
         }
+        Command::Metrics {
+            listen,
+            textfile,
+            every,
+            stats_dir: dir,
+            no_db,
+        } => {
+            return metrics(
+                &cli,
+                *listen,
+                textfile.as_deref(),
+                *every,
+                dir.clone(),
+                *no_db,
+            )
+            .await
+        }
     }
     Ok(0)
+}
+
+/// `sipguard-admin metrics`: prints, serves or writes the node's metrics.
+async fn metrics(
+    cli: &Cli,
+    listen: Option<std::net::SocketAddr>,
+    textfile: Option<&std::path::Path>,
+    every: Option<u64>,
+    dir: Option<PathBuf>,
+    no_db: bool,
+) -> anyhow::Result<u8> {
+    use sipguard::metrics::{collect::Collector, encode, serve};
+    let cfg = load_config(&cli.config);
+    let dir = stats_dir(cli, dir)?;
+    let url = match no_db {
+        true => None,
+        false => cli
+            .db_url
+            .clone()
+            .or_else(|| cfg.as_ref().map(|c| c.db_url.clone())),
+    };
+    let snapshot_dir = cfg.as_ref().and_then(|c| c.snapshot_dir.clone());
+    // A scrape must answer well within Prometheus's default 10 s timeout.
+    let mut collector = Collector::new(Some(dir), snapshot_dir, url, Duration::from_secs(2));
+    if let Some(addr) = listen {
+        // Its own thread: the server runs its own runtime, outside this one.
+        let server = std::thread::spawn(move || {
+            serve::serve(addr, collector, |a| {
+                eprintln!("sipguard-admin: serving http://{a}/metrics")
+            })
+        });
+        server
+            .join()
+            .map_err(|_| anyhow!("the metrics server stopped on an internal error"))??;
+        return Ok(0);
+    }
+    let mut said_db_error = false;
+    loop {
+        let view = collector
+            .collect()
+            .await
+            .context("reading the stats directory")?;
+        match &view.db {
+            Some(Err(e)) if !said_db_error => {
+                eprintln!("sipguard-admin: database not read ({e}): sipguard_db_up 0");
+                said_db_error = true;
+            }
+            Some(Ok(_)) => said_db_error = false,
+            _ => {}
+        }
+        let text = encode::encode(&view, encode::Format::Prometheus);
+        match textfile {
+            Some(d) => serve::write_textfile(d, &text)
+                .with_context(|| format!("writing {}", d.join(serve::TEXTFILE_NAME).display()))?,
+            None => print!("{text}"),
+        }
+        match every {
+            Some(secs) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
+            None => return Ok(0),
+        }
+    }
 }
 
 fn print_stats(workers: &[stats::WorkerStats], total: &std::collections::BTreeMap<String, u64>) {

@@ -14,6 +14,7 @@ use tokio::time::timeout;
 use crate::engine::{ListRow, ListRows};
 
 pub mod bans;
+pub mod facts;
 use crate::ranges::CountryRangesBuilder;
 
 /// Why a database call gave no answer.

@@ -48,6 +48,11 @@ pub(super) struct BanRound {
 }
 
 impl BanRound {
+    /// `sipguard_generation.bans` the published bans were read at, for the stats file.
+    pub(super) fn generation(&self) -> Option<u64> {
+        self.added_generation
+    }
+
     /// Notes a failed read: said once until a read works again.
     pub(super) fn failed(&mut self, data: &Data, e: &db::DbError) {
         if !self.failing {

@@ -333,6 +333,10 @@ fn load(cfg: &Config, data: &Data, state: &CountryState) -> Outcome {
     let (v4, v6) = ranges.sizes();
     out.old = data.publish_countries(ranges);
     bump(&data.counters.country_loads);
+    crate::stats::add(
+        &data.counters.country_load_ms,
+        started.elapsed().as_millis() as u64,
+    );
     release_freed_memory();
     data.say(
         Level::Info,

@@ -27,6 +27,7 @@ pub(super) async fn load(
     retired: &mut Retired,
     conn: &mut mysql_async::Conn,
 ) -> Result<(), db::DbError> {
+    let started = std::time::Instant::now();
     let tables = db::load_lists(conn, cfg.query_timeout()).await?;
     data.counters.db_queries.fetch_add(5, Ordering::Relaxed);
     if cfg.test_hooks {
@@ -86,6 +87,10 @@ pub(super) async fn load(
     data.say(Level::Info, format!("lists loaded: {}", lists.summary()));
     retired.lists(data.publish_lists(lists));
     bump(&data.counters.list_loads);
+    crate::stats::add(
+        &data.counters.list_load_ms,
+        started.elapsed().as_millis() as u64,
+    );
     if let Some(dir) = &cfg.snapshot_dir {
         data.set_phase(Phase::Snapshot);
         let saved = snapshot::write_lists(dir, &tables.rows);

@@ -294,6 +294,7 @@ fn publish(
             stall_after_ms: cfg.stall_after().as_millis() as u64,
             lists_generation: round.last_lists.as_ref().and(round.lists_generation),
             countries_generation: country.generation(cfg),
+            bans_generation: round.bans.generation(),
             db_down: round.healthy == Some(false),
             counters: data.counters.values(),
         },
