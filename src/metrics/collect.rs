@@ -52,10 +52,7 @@ impl Collector {
             None => Vec::new(),
         };
         let snapshots = match &self.snapshot_dir {
-            Some(dir) => [("lists", "lists.snap"), ("countries", "countries.snap")]
-                .into_iter()
-                .filter_map(|(kind, file)| Some((kind, modified_ms(&dir.join(file))?)))
-                .collect(),
+            Some(dir) => snapshot_times(dir),
             None => Vec::new(),
         };
         let db = match self.db_url.clone() {
@@ -120,6 +117,28 @@ impl Collector {
             bans_in_force,
         })
     }
+}
+
+/// When the lists snapshot (`lists.snap`) and the newest country data (the node file
+/// `countries.<generation>.<key>.map`, or a `countries.snap` copy) were last written.
+fn snapshot_times(dir: &std::path::Path) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> = modified_ms(&dir.join("lists.snap"))
+        .map(|t| ("lists", t))
+        .into_iter()
+        .collect();
+    let newest_countries = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == "countries.snap" || (name.starts_with("countries.") && name.ends_with(".map"))
+        })
+        .filter_map(|e| modified_ms(&e.path()))
+        .max();
+    out.extend(newest_countries.map(|t| ("countries", t)));
+    out
 }
 
 fn modified_ms(path: &std::path::Path) -> Option<u64> {

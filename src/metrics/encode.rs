@@ -148,65 +148,65 @@ const LABELLED: &[(&str, &str, &str, &str, &str)] = &[
         "countries",
     ),
 ];
-const CALLS: &str = "Calls of the module's functions, by function.";
-const CACHE: &str = "Per-source answers served from the cache (hit) or computed (miss).";
+const CALLS: &str = "Calls of the module's functions, by function";
+const CACHE: &str = "Per-source answers served from the cache (hit) or computed (miss)";
 const BAN_REQUESTS: &str = "Bans asked by sipguard.ban / sipguard_ban, by outcome: made \
     (enforced, queued for sipguard_ban), coalesced (already banned as long), refused (bad \
-    arguments, too wide, allow-listed), dropped (queue full).";
-const RELOADS: &str = "Times the workers (re)built their data from the database, by kind.";
-const RELOAD_FAILURES: &str = "Country loads that failed (each followed by a backoff).";
+    arguments, too wide, allow-listed), dropped (queue full)";
+const RELOADS: &str = "Times the workers (re)built their data from the database, by kind";
+const RELOAD_FAILURES: &str = "Country loads that failed (each followed by a backoff)";
 
 /// Worker counters that become an unlabelled counter: (counter, metric without `_total`, help).
 const PLAIN: &[(&str, &str, &str)] = &[
     (
         "bad_input",
         "sipguard_bad_input",
-        "Arguments that were not a usable address or country code.",
+        "Arguments that were not a usable address or country code",
     ),
     (
         "db_rounds",
         "sipguard_db_rounds",
-        "Refresh rounds run by the workers' loaders.",
+        "Refresh rounds run by the workers' loaders",
     ),
     (
         "db_queries",
         "sipguard_db_queries",
-        "Queries the workers sent to the database.",
+        "Queries the workers sent to the database",
     ),
     (
         "db_errors",
         "sipguard_db_errors",
-        "Refresh rounds that failed on a database error.",
+        "Refresh rounds that failed on a database error",
     ),
     (
         "db_timeouts",
         "sipguard_db_timeouts",
-        "Refresh rounds that failed on a deadline (query_timeout_ms, load_timeout_ms).",
+        "Refresh rounds that failed on a deadline (query_timeout_ms, load_timeout_ms)",
     ),
     (
         "loader_panics",
         "sipguard_loader_panics",
-        "Refresh rounds that ended in an internal error (a panic, caught).",
+        "Refresh rounds that ended in an internal error (a panic, caught)",
     ),
     (
         "loader_stalls",
         "sipguard_loader_stalls",
-        "Times a request saw its worker's loader go past the stall bound.",
+        "Times a request saw its worker's loader go past the stall bound",
     ),
     (
         "ban_rows_written",
         "sipguard_ban_rows_written",
-        "sipguard_ban rows written by the workers.",
+        "sipguard_ban rows written by the workers",
     ),
     (
         "ban_write_errors",
         "sipguard_ban_write_errors",
-        "Failed writes of sipguard_ban (each retried).",
+        "Failed writes of sipguard_ban (each retried)",
     ),
     (
         "ban_rows_dropped",
         "sipguard_ban_rows_dropped",
-        "Bans a worker dropped: its queue full while the database was away.",
+        "Bans a worker dropped: its queue full while the database was away",
     ),
 ];
 
@@ -248,7 +248,7 @@ fn registry(view: &NodeView) -> Registry {
         "Answers of the source, country, User-Agent and user checks, summed over the node's \
          live workers. A black or white answer counts under the check that matched (ban: a \
          ban in force); a clear or nodata (on_no_data policy) answer under the check asked \
-         (all: sipguard_check).",
+         (all: sipguard_check)",
         decisions,
     );
 
@@ -282,7 +282,7 @@ fn registry(view: &NodeView) -> Registry {
     }
     reg.register(
         "sipguard_reload_duration_seconds",
-        "Time the workers spent (re)building their data, summed over sipguard_reloads_total.",
+        "Time the workers spent (re)building their data, summed over sipguard_reloads_total",
         durations,
     );
 
@@ -292,13 +292,13 @@ fn registry(view: &NodeView) -> Registry {
         reg.register(name, help, g);
     };
     workers(
-        "Live workers that have published their stats (a worker publishes after its first request).",
+        "Live workers that have published their stats (a worker publishes after its first request)",
         view.workers.len(),
         &mut reg,
         "sipguard_workers",
     );
     workers(
-        "Live workers whose loader has not completed a round within its stall bound.",
+        "Live workers whose loader has not completed a round within its stall bound",
         view.workers
             .iter()
             .filter(|w| w.stalled(view.now_ms))
@@ -307,7 +307,7 @@ fn registry(view: &NodeView) -> Registry {
         "sipguard_workers_stalled",
     );
     workers(
-        "Live workers whose last refresh round failed (deciding from the data loaded before).",
+        "Live workers whose last refresh round failed (deciding from the data loaded before)",
         view.workers.iter().filter(|w| w.db_down).count(),
         &mut reg,
         "sipguard_workers_db_down",
@@ -321,7 +321,7 @@ fn registry(view: &NodeView) -> Registry {
     }
     reg.register(
         "sipguard_snapshot_timestamp_seconds",
-        "When each snapshot file in snapshot_dir (lists.snap, countries.snap) was last written.",
+        "When each kind of data was last written to snapshot_dir (lists: lists.snap; countries: the newest countries.*.map node file)",
         snapshots,
     );
 
@@ -330,7 +330,7 @@ fn registry(view: &NodeView) -> Registry {
         up.set(db.is_ok() as i64);
         reg.register(
             "sipguard_db_up",
-            "1 if this read of the database (sipguard_generation, table sizes) worked.",
+            "1 if this read of the database (sipguard_generation, table sizes) worked",
             up,
         );
         if let Ok(db) = db {
@@ -368,18 +368,18 @@ fn register_db(reg: &mut Registry, view: &NodeView, db: &DbView) {
     }
     reg.register(
         "sipguard_data_generation",
-        "Change counter of each kind of data in sipguard_generation.",
+        "Change counter of each kind of data in sipguard_generation",
         generation,
     );
     reg.register(
         "sipguard_data_changed_timestamp_seconds",
-        "When each kind of data last changed in the database (sipguard_generation.changed).",
+        "When each kind of data last changed in the database (sipguard_generation.changed)",
         changed,
     );
     reg.register(
         "sipguard_workers_behind",
         "Live workers not yet on the database's current generation of each kind (normal for \
-         up to a refresh round after a change).",
+         up to a refresh round after a change)",
         behind,
     );
     let entries = Family::<Labels, Gauge<i64>>::default();
@@ -389,7 +389,7 @@ fn register_db(reg: &mut Registry, view: &NodeView, db: &DbView) {
     reg.register(
         "sipguard_list_entries",
         "Rows of each list table (white_list, black_list, black_list_country, black_list_user, \
-         black_list_ua).",
+         black_list_ua)",
         entries,
     );
     let ranges = Family::<Labels, Gauge<i64>>::default();
@@ -400,7 +400,7 @@ fn register_db(reg: &mut Registry, view: &NodeView, db: &DbView) {
     }
     reg.register(
         "sipguard_country_ranges",
-        "Rows of the country tables: ipcountry (ipv4) and ipcountry6 (ipv6).",
+        "Rows of the country tables: ipcountry (ipv4) and ipcountry6 (ipv6)",
         ranges,
     );
     if let Some(n) = db.bans_in_force {
@@ -408,7 +408,7 @@ fn register_db(reg: &mut Registry, view: &NodeView, db: &DbView) {
         g.set(n as i64);
         reg.register(
             "sipguard_bans_in_force",
-            "Sources (addresses or networks) with a ban in force in sipguard_ban.",
+            "Sources (addresses or networks) with a ban in force in sipguard_ban",
             g,
         );
     }

@@ -24,8 +24,8 @@ pub struct NodeView {
     pub workers: Vec<WorkerStats>,
     /// When this view was read (Unix ms): stalled workers are judged against it.
     pub now_ms: u64,
-    /// Last modification of each snapshot file (`lists`, `countries`) in Unix ms; a file that
-    /// does not exist is left out.
+    /// When each kind of data was last written to `snapshot_dir` (`lists`: `lists.snap`;
+    /// `countries`: the newest node file), in Unix ms; a kind with no file is left out.
     pub snapshots: Vec<(&'static str, u64)>,
     /// What the database said; `None` when it was not asked (no URL).
     pub db: Option<Result<DbView, String>>,

@@ -55,6 +55,14 @@ fi
     && [ "$(value "$dir/m0.txt" 'sipguard_db_up')" = 1 ] \
     && ok "metrics: table sizes as loaded (black_list 4, ipcountry 8215, ipcountry6 1822)" \
     || ko "metrics: table sizes" "$(grep -E '^sipguard_(list_entries|country_ranges|db_up)' "$dir/m0.txt" | paste -sd' ')"
+now=$(date +%s); snaps=""
+for kind in lists countries; do
+    t=$(value "$dir/m0.txt" "sipguard_snapshot_timestamp_seconds{kind=\"$kind\"}")
+    [ -n "$t" ] && [ $((now - ${t%.*})) -lt 300 ] && snaps="$snaps $kind:$((now - ${t%.*}))s"
+done
+[ "$snaps" = "${snaps/lists/}" ] || [ "$snaps" = "${snaps/countries/}" ] \
+    && ko "snapshot timestamps (lists.snap, the countries node file)" "got:$snaps" \
+    || ok "snapshot timestamps: written$snaps ago"
 if grep -qE '[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+|alice|hacker' <(grep -v '^#' "$dir/m0.txt"); then
     ko "no label carries an address or a user" "$(grep -m3 -E '[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+|alice|hacker' "$dir/m0.txt")"
 else
@@ -101,6 +109,30 @@ got=${got# }
 made=$(( $(value "$dir/m1.txt" 'sipguard_ban_requests_total{outcome="made"}') - $(value "$dir/m0.txt" 'sipguard_ban_requests_total{outcome="made"}') ))
 [ "$made" = $((B + K)) ] && ok "ban requests made by the cfg: $made (listed addresses and countries)" \
     || ko "ban requests made" "want $((B + K)), got $made"
+
+# The Grafana dashboard: every query parses as PromQL (promtool, through a rules file with
+# Grafana's variables filled in) and names only metrics this exporter declares.
+dash="$SG_ROOT/contrib/grafana/sipguard-dashboard.json"
+python3 - "$dash" "$dir/m1.txt" "$dir/dash-rules.yml" >"$dir/dash.out" 2>&1 <<'PY'
+import json, re, sys
+exprs = [t["expr"] for p in json.load(open(sys.argv[1]))["panels"] for t in p.get("targets", [])]
+declared = {l.split()[2] for l in open(sys.argv[2]) if l.startswith("# TYPE ")}
+used = {n for e in exprs for n in re.findall(r"\bsipguard_[a-z_]+", e)}
+missing = sorted(used - declared)
+with open(sys.argv[3], "w") as f:
+    f.write("groups:\n- name: dashboard\n  rules:\n")
+    for i, e in enumerate(exprs):
+        e = e.replace("$__rate_interval", "5m").replace("$instance", ".*")
+        f.write("  - record: sipguard:dashboard:%d\n    expr: %s\n" % (i, json.dumps(e)))
+print(len(exprs), "queries,", len(used), "metrics;", "not declared: " + " ".join(missing) if missing else "all declared")
+sys.exit(1 if missing or not exprs else 0)
+PY
+rc=$?
+if [ $rc -eq 0 ] && out=$(promtool check rules "$dir/dash-rules.yml" 2>&1); then
+    ok "Grafana dashboard: $(cat "$dir/dash.out"), every query valid PromQL"
+else
+    ko "Grafana dashboard" "$(cat "$dir/dash.out") ${out:-}"
+fi
 
 # --textfile: node_exporter's textfile collector reads *.prom, replaced whole, world-readable.
 mkdir -p "$dir/textfile"
