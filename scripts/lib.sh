@@ -8,6 +8,18 @@ SG_PACKAGES=(kamailio kamailio-lua-modules kamailio-mysql-modules
     mariadb-server mariadb-client sip-tester lua5.1 lua5.4 luajit iproute2 procps ca-certificates bc
     liblua5.1-0-dev gcc pkg-config curl prometheus lintian)
 SG_COUNTRY_PKG="@ip-location-db/geo-whois-asn-country"
+# SG_INSTALLED=1: the suites run against the files the Debian package installed (tests/package.sh):
+# the module from Lua's default cpath (no LUA_CPATH), the cfgs, Lua files and schema from
+# /usr/share/sipguard, /usr/bin/sipguard-admin. Otherwise everything comes from this checkout.
+if [ "${SG_INSTALLED:-0}" = 1 ]; then
+    SG_CFG_DIR=/usr/share/sipguard/kamailio
+    SG_SCHEMA=/usr/share/sipguard/sql/schema.sql
+    SG_ADMIN=/usr/bin/sipguard-admin
+else
+    SG_CFG_DIR="$SG_ROOT/kamailio"
+    SG_SCHEMA="$SG_ROOT/kamailio/sql/schema.sql"
+    SG_ADMIN="$SG_ROOT/target/release/sipguard-admin"
+fi
 
 sg_log() { printf '[sipguard] %s\n' "$*" >&2; }
 sg_die() { printf '[sipguard] error: %s\n' "$*" >&2; exit 1; }
@@ -145,7 +157,7 @@ sg_ban_url() { echo "mysql://sipguard_ban:ban-secret@127.0.0.1:$SG_DB_PORT/kamai
 
 # Loads kamailio/sql/schema.sql into database kamailio, and grants the ban writer its one table.
 sg_schema() {
-    sg_sql <"$SG_ROOT/kamailio/sql/schema.sql" && sg_sql <<'SQL'
+    sg_sql <"$SG_SCHEMA" && sg_sql <<'SQL'
 CREATE USER IF NOT EXISTS 'sipguard_ban'@'127.0.0.1' IDENTIFIED BY 'ban-secret';
 GRANT INSERT ON kamailio.sipguard_ban TO 'sipguard_ban'@'127.0.0.1';
 SQL
@@ -244,12 +256,20 @@ sg_kamailio_start() {
     shift 2
     mkdir -p "$dir" && dir=$(cd "$dir" && pwd)
     SG_SIP_PORT=$(sg_free_port)
-    local cpath; cpath=$(sg_cpath_dir "$dir/lua")
+    local envs=() lua=()
     [ -f "$dir/sipguard.json" ] || sg_write_config "$dir/sipguard.json"
-    LUA_CPATH="$cpath" SIPGUARD_CONFIG="$dir/sipguard.json" \
+    if [ "${SG_INSTALLED:-0}" = 1 ]; then
+        # The package's files: the module on Lua's default cpath, the cfg's default SIPGUARD_LUA.
+        envs=(-u LUA_CPATH)
+        [ -n "${SG_LUA:-}" ] && lua+=(-A "SIPGUARD_LUA=\"$SG_LUA\"")
+    else
+        envs=(LUA_CPATH="$(sg_cpath_dir "$dir/lua")")
+        lua+=(-A "SIPGUARD_LUA=\"${SG_LUA:-$SG_ROOT/lua/sipguard.lua}\"")
+    fi
+    env "${envs[@]}" SIPGUARD_CONFIG="$dir/sipguard.json" \
         kamailio -DD -E -f "$cfg" -l "udp:127.0.0.1:$SG_SIP_PORT" -P "$dir/kamailio.pid" -Y "$dir" \
-        -A "SIPGUARD_LUA=\"${SG_LUA:-$SG_ROOT/lua/sipguard.lua}\"" \
-        -A "SIPGUARD_KEMI_LUA=\"${SG_KEMI_LUA:-$SG_ROOT/kamailio/sipguard-kemi.lua}\"" \
+        "${lua[@]}" \
+        -A "SIPGUARD_KEMI_LUA=\"${SG_KEMI_LUA:-$SG_CFG_DIR/sipguard-kemi.lua}\"" \
         -A "CTL_SOCKET=\"unix:$dir/kamailio_ctl\"" \
         -A "DBURL=\"$(sg_ro_url)\"" "$@" >"$dir/kamailio.log" 2>&1 &
     echo $! >"$dir/kamailio.bgpid"
@@ -381,7 +401,7 @@ sg_configs() { echo "${SG_CONFIGS:-kamailio.cfg kamailio-kemi.cfg}"; }
 sg_start_config() {
     local name="$1"; shift
     kam="$dir/kam-${name%.cfg}"
-    sg_kamailio_start "$kam" "$SG_ROOT/kamailio/$name" "$@" && return 0
+    sg_kamailio_start "$kam" "$SG_CFG_DIR/$name" "$@" && return 0
     ko "kamailio/$name starts" "see the log above"
     return 1
 }

@@ -107,10 +107,12 @@ pub enum Command {
         #[arg(long)]
         stats_dir: Option<PathBuf>,
     },
-    /// The node's state in Prometheus text format: the workers' counters (summed) and state
-    /// from stats_dir, the snapshot files, and one read of the database (db_url from the
-    /// config, or --db-url). Printed once, served at /metrics (--listen), or written for
+    /// Prometheus metrics of this node: printed, served at /metrics (--listen), or written for
     /// node_exporter's textfile collector (--textfile).
+    ///
+    /// The workers' counters (summed) and state from stats_dir, the snapshot files' times, and
+    /// one read of the database (db_url from the config, or --db-url; SELECT is enough), in
+    /// the Prometheus text format (OpenMetrics over HTTP when the scraper asks for it).
     Metrics {
         /// Serve GET /metrics on this address until stopped, e.g. 127.0.0.1:9477.
         #[arg(long, value_name = "ADDR:PORT", conflicts_with = "textfile")]

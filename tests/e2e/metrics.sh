@@ -16,7 +16,7 @@ sg_mariadb_start "$dir/db"
 sg_schema
 sg_load_country_csv "$SG_ROOT/tests/data/country-slice.csv"
 sg_sample_data
-ADMIN="$SG_ROOT/target/release/sipguard-admin"
+ADMIN="$SG_ADMIN"
 
 sg_start_config kamailio.cfg -A SIMULATE_SOURCE || { sg_suite_end; exit 1; }
 CONF="$kam/sipguard.json"
@@ -112,7 +112,7 @@ made=$(( $(value "$dir/m1.txt" 'sipguard_ban_requests_total{outcome="made"}') - 
 
 # The Grafana dashboard: every query parses as PromQL (promtool, through a rules file with
 # Grafana's variables filled in) and names only metrics this exporter declares.
-dash="$SG_ROOT/contrib/grafana/sipguard-dashboard.json"
+dash="${SG_DASHBOARD:-$SG_ROOT/contrib/grafana/sipguard-dashboard.json}"
 python3 - "$dash" "$dir/m1.txt" "$dir/dash-rules.yml" >"$dir/dash.out" 2>&1 <<'PY'
 import json, re, sys
 exprs = [t["expr"] for p in json.load(open(sys.argv[1]))["panels"] for t in p.get("targets", [])]
