@@ -6,7 +6,7 @@
 SG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SG_PACKAGES=(kamailio kamailio-lua-modules kamailio-mysql-modules
     mariadb-server mariadb-client sip-tester lua5.1 lua5.4 luajit iproute2 procps ca-certificates bc
-    liblua5.1-0-dev gcc pkg-config curl prometheus lintian)
+    liblua5.1-0-dev gcc pkg-config curl prometheus lintian man-db)
 SG_COUNTRY_PKG="@ip-location-db/geo-whois-asn-country"
 # SG_INSTALLED=1: the suites run against the files the Debian package installed (tests/package.sh):
 # the module from Lua's default cpath (no LUA_CPATH), the cfgs, Lua files and schema from
