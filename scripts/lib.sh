@@ -259,17 +259,19 @@ sg_kamailio_start() {
     local envs=() lua=()
     [ -f "$dir/sipguard.json" ] || sg_write_config "$dir/sipguard.json"
     if [ "${SG_INSTALLED:-0}" = 1 ]; then
-        # The package's files: the module on Lua's default cpath, the cfg's default SIPGUARD_LUA.
+        # The package's files: the module on Lua's default cpath, the cfgs' default SIPGUARD_LUA
+        # and SIPGUARD_KEMI_LUA (/usr/share/sipguard).
         envs=(-u LUA_CPATH)
         [ -n "${SG_LUA:-}" ] && lua+=(-A "SIPGUARD_LUA=\"$SG_LUA\"")
+        [ -n "${SG_KEMI_LUA:-}" ] && lua+=(-A "SIPGUARD_KEMI_LUA=\"$SG_KEMI_LUA\"")
     else
         envs=(LUA_CPATH="$(sg_cpath_dir "$dir/lua")")
         lua+=(-A "SIPGUARD_LUA=\"${SG_LUA:-$SG_ROOT/lua/sipguard.lua}\"")
+        lua+=(-A "SIPGUARD_KEMI_LUA=\"${SG_KEMI_LUA:-$SG_ROOT/kamailio/sipguard-kemi.lua}\"")
     fi
     env "${envs[@]}" SIPGUARD_CONFIG="$dir/sipguard.json" \
         kamailio -DD -E -f "$cfg" -l "udp:127.0.0.1:$SG_SIP_PORT" -P "$dir/kamailio.pid" -Y "$dir" \
         "${lua[@]}" \
-        -A "SIPGUARD_KEMI_LUA=\"${SG_KEMI_LUA:-$SG_CFG_DIR/sipguard-kemi.lua}\"" \
         -A "CTL_SOCKET=\"unix:$dir/kamailio_ctl\"" \
         -A "DBURL=\"$(sg_ro_url)\"" "$@" >"$dir/kamailio.log" 2>&1 &
     echo $! >"$dir/kamailio.bgpid"

@@ -36,8 +36,13 @@ pub enum SnapshotError {
     },
 }
 
-const LISTS: (&str, &[u8; 4]) = ("lists.snap", b"SGL1");
-const COUNTRIES: (&str, &[u8; 4]) = ("countries.snap", b"SGC1");
+const LISTS: (&str, &[u8; 4]) = (LISTS_FILE, b"SGL1");
+const COUNTRIES: (&str, &[u8; 4]) = (COUNTRIES_FILE, b"SGC1");
+/// The lists' snapshot in `snapshot_dir`.
+pub const LISTS_FILE: &str = "lists.snap";
+/// A worker's own copy of the country ranges in `snapshot_dir` (the node file is
+/// [`crate::nodefile`]'s).
+pub const COUNTRIES_FILE: &str = "countries.snap";
 
 fn seal(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 16);

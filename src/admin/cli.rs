@@ -111,8 +111,9 @@ pub enum Command {
     /// node_exporter's textfile collector (--textfile).
     ///
     /// The workers' counters (summed) and state from stats_dir, the snapshot files' times, and
-    /// one read of the database (db_url from the config, or --db-url; SELECT is enough), in
-    /// the Prometheus text format (OpenMetrics over HTTP when the scraper asks for it).
+    /// one read of the database (the config's db_url, the module's SELECT-only user; --db-url
+    /// only without a readable config), in the Prometheus text format (OpenMetrics over HTTP
+    /// when the scraper asks for it).
     Metrics {
         /// Serve GET /metrics on this address until stopped, e.g. 127.0.0.1:9477.
         #[arg(long, value_name = "ADDR:PORT", conflicts_with = "textfile")]

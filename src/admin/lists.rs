@@ -25,6 +25,15 @@ pub enum ListKind {
 }
 
 impl ListKind {
+    /// Every list table, in the order `sipguard-admin metrics` shows them.
+    pub const ALL: [ListKind; 5] = [
+        ListKind::White,
+        ListKind::Black,
+        ListKind::Country,
+        ListKind::User,
+        ListKind::Ua,
+    ];
+
     /// Table name.
     pub fn table(self) -> &'static str {
         match self {

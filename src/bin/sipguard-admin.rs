@@ -442,18 +442,41 @@ async fn metrics(
     no_db: bool,
 ) -> anyhow::Result<u8> {
     use sipguard::metrics::{collect::Collector, encode, serve};
-    let cfg = load_config(&cli.config);
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // Without it there is no snapshot_dir, and no db_url unless --db-url gives one:
+            // said, so a missing group membership does not pass for --no-db.
+            eprintln!(
+                "sipguard-admin: {e}; metrics without {}",
+                if no_db || cli.db_url.is_some() {
+                    "the snapshot times"
+                } else {
+                    "the snapshot times and the database"
+                }
+            );
+            None
+        }
+    };
     let dir = stats_dir(cli, dir)?;
+    // The module's own (read-only) user first: a long-running exporter needs no more.
     let url = match no_db {
         true => None,
-        false => cli
-            .db_url
-            .clone()
-            .or_else(|| cfg.as_ref().map(|c| c.db_url.clone())),
+        false => cfg
+            .as_ref()
+            .map(|c| c.db_url.clone())
+            .or(cli.db_url.clone()),
     };
     let snapshot_dir = cfg.as_ref().and_then(|c| c.snapshot_dir.clone());
-    // A scrape must answer well within Prometheus's default 10 s timeout.
-    let mut collector = Collector::new(Some(dir), snapshot_dir, url, Duration::from_secs(2));
+    // A scrape answers within 5 s whatever the database does, half Prometheus's default
+    // scrape timeout; each call has 2 s.
+    let mut collector = Collector::new(
+        Some(dir),
+        snapshot_dir,
+        url,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    );
     if let Some(addr) = listen {
         // Its own thread: the server runs its own runtime, outside this one.
         let server = std::thread::spawn(move || {

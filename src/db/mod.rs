@@ -223,12 +223,29 @@ pub struct Generations {
     pub ban_lifts: Option<u64>,
 }
 
-/// Reads `sipguard_generation`; `None` on a database without it (then every round re-reads).
-pub async fn generations(conn: &mut Conn, limit: Duration) -> Result<Option<Generations>, DbError> {
+/// One row of `sipguard_generation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationRow {
+    /// `lists`, `countries`, `bans` or `ban_lifts`.
+    pub name: String,
+    /// The counter.
+    pub gen: u64,
+    /// When it last moved (the row's `changed` column), in Unix ms; 0 when unreadable.
+    pub changed_ms: u64,
+}
+
+/// Reads the rows of `sipguard_generation`; `None` on a database without it. A row whose
+/// counter is NULL or negative (a hand-made migration) is left out: it counts as missing.
+pub async fn generation_rows(
+    conn: &mut Conn,
+    limit: Duration,
+) -> Result<Option<Vec<GenerationRow>>, DbError> {
     let res: Result<Vec<Row>, _> = bounded(
         "sipguard_generation",
         limit,
-        conn.query("SELECT name, gen FROM sipguard_generation"),
+        conn.query(
+            "SELECT name, gen, FLOOR(UNIX_TIMESTAMP(changed) * 1000) FROM sipguard_generation",
+        ),
     )
     .await;
     let rows = match res {
@@ -236,13 +253,26 @@ pub async fn generations(conn: &mut Conn, limit: Duration) -> Result<Option<Gene
         Err(e) if e.is_missing_table() => return Ok(None),
         Err(e) => return Err(e),
     };
-    // Checked conversion: a hand-made migration can leave a NULL or negative counter, which
-    // the driver's plain conversion answers with a panic. Such a row counts as missing.
-    let rows: Vec<(String, u64)> = rows
-        .into_iter()
-        .filter_map(|r| mysql_async::from_row_opt::<(String, u64)>(r).ok())
-        .collect();
-    let get = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.1);
+    // Checked conversion: the driver's plain conversion answers a NULL or negative counter
+    // with a panic.
+    Ok(Some(
+        rows.into_iter()
+            .filter_map(|r| mysql_async::from_row_opt::<(String, u64, Option<u64>)>(r).ok())
+            .map(|(name, gen, changed)| GenerationRow {
+                name,
+                gen,
+                changed_ms: changed.unwrap_or(0),
+            })
+            .collect(),
+    ))
+}
+
+/// Reads `sipguard_generation`; `None` on a database without it (then every round re-reads).
+pub async fn generations(conn: &mut Conn, limit: Duration) -> Result<Option<Generations>, DbError> {
+    let Some(rows) = generation_rows(conn, limit).await? else {
+        return Ok(None);
+    };
+    let get = |n: &str| rows.iter().find(|r| r.name == n).map(|r| r.gen);
     Ok(Some(Generations {
         lists: get("lists").unwrap_or(0),
         countries: get("countries").unwrap_or(0),

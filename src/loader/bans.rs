@@ -39,6 +39,11 @@ pub(super) struct BanRound {
     /// `sipguard_generation.bans` / `ban_lifts` the published bans were read at.
     added_generation: Option<u64>,
     lifts_generation: Option<u64>,
+    /// `sipguard_generation.bans` up to which every ban is applied here, for the stats file:
+    /// set by a whole read, and by an incremental one that read all without a missing id
+    /// (`added_generation` is cleared after a whole read only to make the next round re-read
+    /// recent ids, which changes nothing the worker enforces).
+    applied_generation: Option<u64>,
     /// Ids of rows whose source does not parse, said once each.
     logged_bad: HashSet<u64>,
     /// The table is missing (a schema from before bans): said once.
@@ -48,9 +53,10 @@ pub(super) struct BanRound {
 }
 
 impl BanRound {
-    /// `sipguard_generation.bans` the published bans were read at, for the stats file.
+    /// `sipguard_generation.bans` up to which this worker enforces every ban, for the stats
+    /// file.
     pub(super) fn generation(&self) -> Option<u64> {
-        self.added_generation
+        self.applied_generation
     }
 
     /// Notes a failed read: said once until a read works again.
@@ -103,6 +109,7 @@ pub(super) async fn load(
         });
         state.lifts_generation = Some(lifts);
         state.added_generation = None;
+        state.applied_generation = Some(added);
         return Ok(());
     }
     if state.added_generation == Some(added) {
@@ -131,6 +138,7 @@ pub(super) async fn load(
     // is read, so the next round reads on even if nothing new is added.
     if complete && state.gap_since.is_none() {
         state.added_generation = Some(added);
+        state.applied_generation = Some(added);
     }
     Ok(())
 }

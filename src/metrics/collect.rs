@@ -7,6 +7,7 @@ use std::time::Duration;
 use mysql_async::Conn;
 
 use super::{DbView, NodeView};
+use crate::admin::lists::ListKind;
 use crate::db::{self, facts, DbError};
 use crate::stats;
 
@@ -18,6 +19,8 @@ pub struct Collector {
     db_url: Option<String>,
     /// Deadline of each database call (connect, each query).
     limit: Duration,
+    /// Deadline of the whole database read of one scrape.
+    whole: Duration,
     conn: Option<Conn>,
     /// Country row counts and the `countries` generation they were counted at: counting
     /// ~500k rows every scrape would load the database for nothing.
@@ -26,18 +29,21 @@ pub struct Collector {
 
 impl Collector {
     /// A collector reading `stats_dir` and `snapshot_dir` (either may be unset) and the
-    /// database at `db_url` (`None`: no database metrics), each call bounded by `limit`.
+    /// database at `db_url` (`None`: no database metrics), each call bounded by `limit` and
+    /// the whole database read by `whole`.
     pub fn new(
         stats_dir: Option<PathBuf>,
         snapshot_dir: Option<PathBuf>,
         db_url: Option<String>,
         limit: Duration,
+        whole: Duration,
     ) -> Collector {
         Collector {
             stats_dir,
             snapshot_dir,
             db_url,
             limit,
+            whole,
             conn: None,
             countries: None,
         }
@@ -68,11 +74,30 @@ impl Collector {
     }
 
     async fn read_db(&mut self, url: &str) -> Result<DbView, DbError> {
-        let conn = match self.conn.take() {
-            Some(c) => c,
-            None => db::connect(url, self.limit).await?,
-        };
-        let mut conn = conn;
+        let whole = self.whole;
+        match tokio::time::timeout(whole, self.read_db_once(url)).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Its state is unknown: a fresh connection next time.
+                self.conn = None;
+                Err(DbError::Timeout {
+                    what: "metrics: database read",
+                    ms: whole.as_millis(),
+                })
+            }
+        }
+    }
+
+    async fn read_db_once(&mut self, url: &str) -> Result<DbView, DbError> {
+        // The kept connection may have been closed since the last scrape (wait_timeout, a
+        // server restart): one fresh attempt before the database counts as down.
+        if let Some(mut conn) = self.conn.take() {
+            if let Ok(view) = self.read_with(&mut conn).await {
+                self.conn = Some(conn);
+                return Ok(view);
+            }
+        }
+        let mut conn = db::connect(url, self.limit).await?;
         let view = self.read_with(&mut conn).await?;
         // Kept only after a read that worked: after any error its state is unknown.
         self.conn = Some(conn);
@@ -81,9 +106,9 @@ impl Collector {
 
     async fn read_with(&mut self, conn: &mut Conn) -> Result<DbView, DbError> {
         let limit = self.limit;
-        let generations = facts::generations(conn, limit).await?;
+        let generations = db::generation_rows(conn, limit).await?.unwrap_or_default();
         let mut list_entries = Vec::new();
-        for table in facts::LIST_TABLES {
+        for table in ListKind::ALL.map(ListKind::table) {
             if let Some(n) = facts::row_count(conn, table, limit).await? {
                 list_entries.push((table, n));
             }
@@ -119,29 +144,22 @@ impl Collector {
     }
 }
 
-/// When the lists snapshot (`lists.snap`) and the newest country data (the node file
-/// `countries.<generation>.<key>.map`, or a `countries.snap` copy) were last written.
+/// When the lists snapshot and the newest country data (the node file, or a worker's own
+/// `countries.snap`) were last written.
 fn snapshot_times(dir: &std::path::Path) -> Vec<(&'static str, u64)> {
-    let mut out: Vec<(&'static str, u64)> = modified_ms(&dir.join("lists.snap"))
-        .map(|t| ("lists", t))
+    let lists = modified_ms(&dir.join(crate::snapshot::LISTS_FILE));
+    let node_file = crate::nodefile::newest_file(dir).and_then(|(t, _)| unix_ms(t));
+    let own_copy = modified_ms(&dir.join(crate::snapshot::COUNTRIES_FILE));
+    [("lists", lists), ("countries", node_file.max(own_copy))]
         .into_iter()
-        .collect();
-    let newest_countries = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name == "countries.snap" || (name.starts_with("countries.") && name.ends_with(".map"))
-        })
-        .filter_map(|e| modified_ms(&e.path()))
-        .max();
-    out.extend(newest_countries.map(|t| ("countries", t)));
-    out
+        .filter_map(|(kind, t)| Some((kind, t?)))
+        .collect()
 }
 
 fn modified_ms(path: &std::path::Path) -> Option<u64> {
-    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    unix_ms(std::fs::metadata(path).ok()?.modified().ok()?)
+}
+
+fn unix_ms(t: std::time::SystemTime) -> Option<u64> {
     Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
 }

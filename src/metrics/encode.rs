@@ -282,7 +282,7 @@ fn registry(view: &NodeView) -> Registry {
     }
     reg.register(
         "sipguard_reload_duration_seconds",
-        "Time the workers spent (re)building their data, summed over sipguard_reloads_total",
+        "Time from the start of each (re)load until the worker had the new data, summed over sipguard_reloads_total (countries: including the wait for another worker of the node to build the shared file)",
         durations,
     );
 
@@ -379,7 +379,8 @@ fn register_db(reg: &mut Registry, view: &NodeView, db: &DbView) {
     reg.register(
         "sipguard_workers_behind",
         "Live workers not yet on the database's current generation of each kind (normal for \
-         up to a refresh round after a change)",
+         up to a refresh round after a change; bans: up to 10 s while an id is missing, as after \
+         a rolled-back insert)",
         behind,
     );
     let entries = Family::<Labels, Gauge<i64>>::default();
@@ -417,7 +418,7 @@ fn register_db(reg: &mut Registry, view: &NodeView, db: &DbView) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::facts::GenerationRow;
+    use crate::db::GenerationRow;
     use crate::stats::WorkerStats;
 
     fn worker(pid: u32, lists_gen: u64, counters: &[(&str, u64)]) -> WorkerStats {

@@ -14,7 +14,7 @@ pub mod collect;
 pub mod encode;
 pub mod serve;
 
-use crate::db::facts::GenerationRow;
+use crate::db::GenerationRow;
 use crate::stats::WorkerStats;
 
 /// Everything one exposition is made of, read at one moment.

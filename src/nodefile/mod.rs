@@ -156,6 +156,12 @@ pub fn obtain(
     Ok(out)
 }
 
+/// The node's newest country file in `dir` and when it was written (for `sipguard-admin
+/// metrics`); `None` when none has been built.
+pub fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    data_files(dir).pop()
+}
+
 fn data_files(dir: &Path) -> Vec<(std::time::SystemTime, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();

@@ -39,7 +39,8 @@ for _ in $(seq 1 40); do
         && [ "$(value "$dir/m0.txt" 'sipguard_workers')" = 4 ] && break
     sleep 0.25
 done
-if [ "$(value "$dir/m0.txt" 'sipguard_workers_behind{kind="bans"}')" = 0 ] && [ "$(value "$dir/m0.txt" 'sipguard_workers')" = 4 ]; then
+if [ "$(value "$dir/m0.txt" 'sipguard_workers_behind{kind="bans"}')" = 0 ] && [ "$(value "$dir/m0.txt" 'sipguard_workers')" = 4 ] \
+    && [ "$(value "$dir/m0.txt" sipguard_bans_in_force)" = "$X" ]; then
     ok "metrics: 4 live workers, all on the bans generation, $(value "$dir/m0.txt" sipguard_bans_in_force) bans in force"
 else
     ko "metrics: workers and bans" "$(grep -E '^sipguard_(workers|bans)' "$dir/m0.txt" | paste -sd' ')"
@@ -150,7 +151,8 @@ fi
 
 # --listen: /metrics over HTTP.
 port=$(sg_free_port)
-metrics --listen "127.0.0.1:$port" >"$dir/http.out" 2>&1 &
+# exec: $! is the server itself, not a subshell running the `metrics` function.
+( exec "$ADMIN" --config "$CONF" metrics --listen "127.0.0.1:$port" ) >"$dir/http.out" 2>&1 &
 server=$!
 trap 'kill "$server" "${scraper:-}" 2>/dev/null; sg_suite_cleanup' EXIT
 for _ in $(seq 1 50); do ss -ltn | grep -q "127.0.0.1:$port " && break; sleep 0.1; done
@@ -193,6 +195,7 @@ else
     ko "scraping under load" "$figures"
 fi
 kill "$server" 2>/dev/null
+wait "$server" 2>/dev/null
 
 sg_assert_clean_log kamailio.cfg "$kam/kamailio.log"
 sg_suite_end
