@@ -28,5 +28,14 @@ fn main() -> std::io::Result<()> {
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut Cli::command(), "sipguard-admin", &completions)?;
     }
+    // clap_complete 4.6 names the bash cases of a hyphenated binary's subcommands two ways
+    // (`sipguard__admin__subcmd__metrics` where it sets them, `sipguard__subcmd__admin__…` where
+    // it matches them), so nothing after the first word completes; one spelling fixes it.
+    let bash = completions.join("sipguard-admin.bash");
+    let text = std::fs::read_to_string(&bash)?;
+    std::fs::write(
+        &bash,
+        text.replace("sipguard__subcmd__admin", "sipguard__admin"),
+    )?;
     Ok(())
 }

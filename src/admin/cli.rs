@@ -29,6 +29,12 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub db_url: Option<String>,
+    /// Whether `--db-url` was given on the command line rather than through
+    /// `SIPGUARD_ADMIN_DB_URL` (set after parsing): `metrics` takes an explicit one over the
+    /// config's read-only user, never the environment's write access.
+    #[arg(skip)]
+    pub db_url_on_command_line: bool,
+    /// The command.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -111,14 +117,15 @@ pub enum Command {
     /// node_exporter's textfile collector (--textfile).
     ///
     /// The workers' counters (summed) and state from stats_dir, the snapshot files' times, and
-    /// one read of the database (the config's db_url, the module's SELECT-only user; --db-url
-    /// only without a readable config), in the Prometheus text format (OpenMetrics over HTTP
-    /// when the scraper asks for it).
+    /// one read of the database (--db-url given here, else the config's db_url: the module's
+    /// SELECT-only user is enough), in the Prometheus text format (OpenMetrics over HTTP when
+    /// the scraper asks for it).
     Metrics {
-        /// Serve GET /metrics on this address until stopped, e.g. 127.0.0.1:9477.
+        /// Serve GET /metrics on this IP address and port until stopped, e.g. 127.0.0.1:9477.
         #[arg(long, value_name = "ADDR:PORT", conflicts_with = "textfile")]
         listen: Option<std::net::SocketAddr>,
-        /// Write DIR/sipguard.prom (replaced whole) instead of printing.
+        /// Write DIR/sipguard.prom (replaced whole, mode 0644) instead of printing; DIR must
+        /// exist (node_exporter's --collector.textfile.directory).
         #[arg(long, value_name = "DIR")]
         textfile: Option<PathBuf>,
         /// With --textfile: write again every this many seconds until stopped (default: once,

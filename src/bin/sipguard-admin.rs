@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use sipguard::admin::cli::{BanAction, Cli, Command, FamilyArg, Format, ListAction};
 use sipguard::admin::{self, explain, import, lists, AdminError};
 use sipguard::config::Config;
@@ -24,7 +24,13 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    cli.db_url_on_command_line =
+        matches.value_source("db_url") == Some(clap::parser::ValueSource::CommandLine);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -459,23 +465,34 @@ async fn metrics(
         }
     };
     let dir = stats_dir(cli, dir)?;
-    // The module's own (read-only) user first: a long-running exporter needs no more.
-    let url = match no_db {
-        true => None,
-        false => cfg
-            .as_ref()
+    // An explicit --db-url, else the module's own (read-only) user: a long-running exporter
+    // needs no more, and never picks up SIPGUARD_ADMIN_DB_URL's write access unless nothing
+    // else is there.
+    let url = if no_db {
+        None
+    } else if cli.db_url_on_command_line {
+        cli.db_url.clone()
+    } else {
+        cfg.as_ref()
             .map(|c| c.db_url.clone())
-            .or(cli.db_url.clone()),
+            .or(cli.db_url.clone())
     };
+    if let Some(d) = textfile.filter(|d| !d.is_dir()) {
+        return Err(AdminError::Input(format!(
+            "--textfile {}: no such directory (node_exporter's --collector.textfile.directory)",
+            d.display()
+        ))
+        .into());
+    }
     let snapshot_dir = cfg.as_ref().and_then(|c| c.snapshot_dir.clone());
-    // A scrape answers within 5 s whatever the database does, half Prometheus's default
-    // scrape timeout; each call has 2 s.
+    // A scrape answers within about 3 s whatever the database does (Prometheus's default
+    // scrape timeout is 10 s); each call has 1 s, plenty for counts.
     let mut collector = Collector::new(
         Some(dir),
         snapshot_dir,
         url,
-        Duration::from_secs(2),
-        Duration::from_secs(5),
+        Duration::from_secs(1),
+        Duration::from_secs(3),
     );
     if let Some(addr) = listen {
         // Its own thread: the server runs its own runtime, outside this one.

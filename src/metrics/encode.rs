@@ -149,7 +149,7 @@ const LABELLED: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 const CALLS: &str = "Calls of the module's functions, by function";
-const CACHE: &str = "Per-source answers served from the cache (hit) or computed (miss)";
+const CACHE: &str = "Per-source answers reused (hit: from the cache, or the last answer, kept even with cache_size 0 for back-to-back calls on one source) or computed (miss)";
 const BAN_REQUESTS: &str = "Bans asked by sipguard.ban / sipguard_ban, by outcome: made \
     (enforced, queued for sipguard_ban), coalesced (already banned as long), refused (bad \
     arguments, too wide, allow-listed), dropped (queue full)";
@@ -245,10 +245,10 @@ fn registry(view: &NodeView) -> Registry {
     }
     reg.register(
         "sipguard_decisions",
-        "Answers of the source, country, User-Agent and user checks, summed over the node's \
-         live workers. A black or white answer counts under the check that matched (ban: a \
-         ban in force); a clear or nodata (on_no_data policy) answer under the check asked \
-         (all: sipguard_check)",
+        "Answers of the module's checks (one per check called), summed over the node's live \
+         workers. A black or white answer counts under the check that matched (ban: a ban in \
+         force); a clear or nodata (on_no_data policy) answer under the check asked (all: \
+         sipguard_check). Requests the cfg drops before asking (ipban, pike) are not here",
         decisions,
     );
 

@@ -149,6 +149,19 @@ else
     ko "--textfile" "$(cat "$dir/tf.err")"
 fi
 
+rm -rf "$dir/no-such-dir"
+out=$(metrics --textfile "$dir/no-such-dir" 2>&1); rc=$?
+[ $rc -eq 2 ] && [ ! -e "$dir/no-such-dir" ] && ok "--textfile into a missing directory: refused (exit 2), nothing created: $out" \
+    || ko "--textfile into a missing directory" "exit $rc, $(ls -d "$dir/no-such-dir" 2>&1): $out"
+
+# Which database user: the config's (read-only) one over SIPGUARD_ADMIN_DB_URL; an explicit
+# --db-url over both.
+bad="mysql://nobody:wrong@127.0.0.1:$SG_DB_PORT/kamailio"
+env_up=$(SIPGUARD_ADMIN_DB_URL="$bad" metrics 2>/dev/null | awk '$1 == "sipguard_db_up" {print $2}')
+arg_up=$("$ADMIN" --config "$CONF" --db-url "$bad" metrics 2>/dev/null | awk '$1 == "sipguard_db_up" {print $2}')
+[ "$env_up" = 1 ] && [ "$arg_up" = 0 ] && ok "metrics reads with the config's db_url, not SIPGUARD_ADMIN_DB_URL; an explicit --db-url wins (db_up $env_up / $arg_up)" \
+    || ko "metrics' database user" "with the environment's URL db_up=$env_up, with --db-url db_up=$arg_up"
+
 # --listen: /metrics over HTTP.
 port=$(sg_free_port)
 # exec: $! is the server itself, not a subshell running the `metrics` function.

@@ -64,8 +64,12 @@ man=$(man -w sipguard-admin 2>&1); mman=$(man -w sipguard-admin-metrics 2>&1)
 # The function `complete -F` registers for sipguard-admin, called as bash would for "sipguard-admin me<TAB>".
 comp=$(bash -c '. /usr/share/bash-completion/completions/sipguard-admin && f=$(complete -p sipguard-admin | grep -o -- "-F [^ ]*" | cut -c4-) \
     && COMP_WORDS=(sipguard-admin me) COMP_CWORD=1 && "$f" sipguard-admin me sipguard-admin && echo "${COMPREPLY[*]}"' 2>&1)
-[ "$comp" = metrics ] && [ -f /usr/share/zsh/vendor-completions/_sipguard-admin ] && [ -f /usr/share/fish/vendor_completions.d/sipguard-admin.fish ] \
-    && ok "bash completion completes 'sipguard-admin me' to '$comp'; zsh and fish files installed" || ko "completions" "bash gave '$comp'"
+# And an option of a command ("sipguard-admin metrics --li<TAB>").
+opt=$(bash -c '. /usr/share/bash-completion/completions/sipguard-admin && f=$(complete -p sipguard-admin | grep -o -- "-F [^ ]*" | cut -c4-) \
+    && COMP_WORDS=(sipguard-admin metrics --li) COMP_CWORD=2 && "$f" sipguard-admin --li metrics && echo "${COMPREPLY[*]}"' 2>&1)
+[ "$comp" = metrics ] && [ "$opt" = --listen ] && [ -f /usr/share/zsh/vendor-completions/_sipguard-admin ] && [ -f /usr/share/fish/vendor_completions.d/sipguard-admin.fish ] \
+    && ok "bash completion: 'sipguard-admin me' -> '$comp', 'sipguard-admin metrics --li' -> '$opt'; zsh and fish files installed" \
+    || ko "completions" "bash gave '$comp' and '$opt'"
 unit=/usr/share/sipguard/systemd/sipguard-metrics.service
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     [ -f "$unit" ] && ok "$unit installed (systemd-analyze not here to verify it)" || ko "systemd unit" "$unit missing"
