@@ -38,7 +38,7 @@ counters! {
     check_user_blacklist: "Calls of check_user_blacklist.",
     check_user_agent: "Calls of check_user_agent.",
     sipguard_check: "Calls of sipguard_check (all checks in one call).",
-    cache_hits: "Per-source answers served from the cache.",
+    cache_hits: "Per-source answers reused: from the LRU, or the last answer (kept also with cache_size 0).",
     cache_misses: "Per-source answers computed.",
     bad_input: "Arguments that were not a usable address or country code.",
     // Decisions, named decided_<check>_<result> (`sipguard-admin metrics` splits them into the
@@ -78,8 +78,8 @@ counters! {
     country_load_failures: "Country loads that failed (each followed by a backoff).",
     list_loads: "Times the lists were (re)built.",
     country_loads: "Times the country ranges were (re)built.",
-    list_load_ms: "Milliseconds spent (re)building the lists, summed over list_loads.",
-    country_load_ms: "Milliseconds spent (re)loading the country ranges, summed over country_loads.",
+    list_load_ms: "Milliseconds from the start of each list load until the new lists were in force, summed over list_loads.",
+    country_load_ms: "Milliseconds from the start of each country load until the new ranges were in force (including a wait for another worker's build), summed over country_loads.",
 }
 
 /// Adds `n` to a counter with a single writer (see [`bump`]).

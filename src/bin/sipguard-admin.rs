@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => e.format(&mut Cli::command()).exit(),
     };
     cli.db_url_on_command_line =
         matches.value_source("db_url") == Some(clap::parser::ValueSource::CommandLine);
@@ -464,7 +464,14 @@ async fn metrics(
             None
         }
     };
-    let dir = stats_dir(cli, dir)?;
+    let dir = dir
+        .or_else(|| cfg.as_ref().and_then(|c| c.stats_dir.clone()))
+        .ok_or_else(|| {
+            anyhow!(
+                "no stats directory: pass --stats-dir or set stats_dir in a readable {}",
+                cli.config.display()
+            )
+        })?;
     // An explicit --db-url, else the module's own (read-only) user: a long-running exporter
     // needs no more, and never picks up SIPGUARD_ADMIN_DB_URL's write access unless nothing
     // else is there.

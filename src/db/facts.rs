@@ -10,8 +10,8 @@ use mysql_async::Conn;
 use super::{bounded, DbError};
 
 /// Rows of `table` (a list table, `ipcountry`, `ipcountry6`); `None` when the table does not
-/// exist or the user may not read it (a per-table GRANT from before the table existed), as
-/// the workers treat it.
+/// exist (the workers read it as empty). A table the user may not read is an error, as it
+/// fails the workers' rounds.
 pub async fn row_count(
     conn: &mut Conn,
     table: &'static str,
@@ -19,21 +19,22 @@ pub async fn row_count(
 ) -> Result<Option<u64>, DbError> {
     // `table` is one of our constants, never input.
     let sql = format!("SELECT COUNT(*) FROM `{table}`");
-    absent_as_none(bounded(table, limit, conn.query_first::<u64, _>(sql)).await)
+    match bounded(table, limit, conn.query_first::<u64, _>(sql)).await {
+        Ok(n) => Ok(Some(n.unwrap_or(0))),
+        Err(e) if e.is_missing_table() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Distinct sources with a ban in force now (by the database's clock); `None` without a
-/// readable `sipguard_ban`.
+/// `sipguard_ban` the user may read (a per-table GRANT from before bans), as the workers
+/// treat it.
 pub async fn bans_in_force(conn: &mut Conn, limit: Duration) -> Result<Option<u64>, DbError> {
     let q = conn.query_first::<u64, _>(
         "SELECT COUNT(DISTINCT source) FROM sipguard_ban \
          WHERE until_ms > FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)",
     );
-    absent_as_none(bounded("sipguard_ban", limit, q).await)
-}
-
-fn absent_as_none(r: Result<Option<u64>, DbError>) -> Result<Option<u64>, DbError> {
-    match r {
+    match bounded("sipguard_ban", limit, q).await {
         Ok(n) => Ok(Some(n.unwrap_or(0))),
         Err(e) if e.is_missing_table() || e.is_denied() => Ok(None),
         Err(e) => Err(e),

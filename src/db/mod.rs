@@ -234,34 +234,43 @@ pub struct GenerationRow {
     pub changed_ms: u64,
 }
 
-/// Reads the rows of `sipguard_generation`; `None` on a database without it. A row whose
-/// counter is NULL or negative (a hand-made migration) is left out: it counts as missing.
+/// Reads the rows of `sipguard_generation` with when each last moved (for `sipguard-admin
+/// metrics`); `None` on a database without the table. A row whose counter is NULL or negative
+/// (a hand-made migration) is left out: it counts as missing.
 pub async fn generation_rows(
     conn: &mut Conn,
     limit: Duration,
 ) -> Result<Option<Vec<GenerationRow>>, DbError> {
-    let res: Result<Vec<Row>, _> = bounded(
-        "sipguard_generation",
+    read_generations(
+        conn,
         limit,
-        conn.query(
-            "SELECT name, gen, FLOOR(UNIX_TIMESTAMP(changed) * 1000) FROM sipguard_generation",
-        ),
+        "SELECT name, gen, FLOOR(UNIX_TIMESTAMP(changed) * 1000) FROM sipguard_generation",
     )
-    .await;
+    .await
+}
+
+/// `sql` selects name, gen and optionally a third column, the change time in Unix ms.
+async fn read_generations(
+    conn: &mut Conn,
+    limit: Duration,
+    sql: &'static str,
+) -> Result<Option<Vec<GenerationRow>>, DbError> {
+    let res: Result<Vec<Row>, _> = bounded("sipguard_generation", limit, conn.query(sql)).await;
     let rows = match res {
         Ok(rows) => rows,
         Err(e) if e.is_missing_table() => return Ok(None),
         Err(e) => return Err(e),
     };
     // Checked conversion: the driver's plain conversion answers a NULL or negative counter
-    // with a panic.
+    // with a panic. The change time is only shown, so any value that is not one reads 0.
     Ok(Some(
         rows.into_iter()
-            .filter_map(|r| mysql_async::from_row_opt::<(String, u64, Option<u64>)>(r).ok())
-            .map(|(name, gen, changed)| GenerationRow {
-                name,
-                gen,
-                changed_ms: changed.unwrap_or(0),
+            .filter_map(|r| {
+                Some(GenerationRow {
+                    name: r.get_opt::<String, _>(0)?.ok()?,
+                    gen: r.get_opt::<u64, _>(1)?.ok()?,
+                    changed_ms: r.get_opt::<u64, _>(2).and_then(Result::ok).unwrap_or(0),
+                })
             })
             .collect(),
     ))
@@ -269,7 +278,10 @@ pub async fn generation_rows(
 
 /// Reads `sipguard_generation`; `None` on a database without it (then every round re-reads).
 pub async fn generations(conn: &mut Conn, limit: Duration) -> Result<Option<Generations>, DbError> {
-    let Some(rows) = generation_rows(conn, limit).await? else {
+    // Name and counter only: the rounds do not depend on any other column.
+    let Some(rows) =
+        read_generations(conn, limit, "SELECT name, gen FROM sipguard_generation").await?
+    else {
         return Ok(None);
     };
     let get = |n: &str| rows.iter().find(|r| r.name == n).map(|r| r.gen);

@@ -91,10 +91,19 @@ impl Collector {
     async fn read_db_once(&mut self, url: &str) -> Result<DbView, DbError> {
         // The kept connection may have been closed since the last scrape (wait_timeout, a
         // server restart): one fresh attempt before the database counts as down.
+        // Only a connection error: a deadline or the server's refusal would come again, and
+        // twice the queries on a struggling database.
         if let Some(mut conn) = self.conn.take() {
-            if let Ok(view) = self.read_with(&mut conn).await {
-                self.conn = Some(conn);
-                return Ok(view);
+            match self.read_with(&mut conn).await {
+                Ok(view) => {
+                    self.conn = Some(conn);
+                    return Ok(view);
+                }
+                Err(DbError::Mysql {
+                    source: mysql_async::Error::Io(_) | mysql_async::Error::Driver(_),
+                    ..
+                }) => {}
+                Err(e) => return Err(e),
             }
         }
         let mut conn = db::connect(url, self.limit).await?;
@@ -125,8 +134,9 @@ impl Collector {
             Some(c) => c,
             None => {
                 let mut counts = Vec::new();
+                // Hundreds of thousands of rows: the whole read's deadline, not a call's.
                 for (family, table) in [("ipv4", "ipcountry"), ("ipv6", "ipcountry6")] {
-                    if let Some(n) = facts::row_count(conn, table, limit).await? {
+                    if let Some(n) = facts::row_count(conn, table, self.whole).await? {
                         counts.push((family, n));
                     }
                 }

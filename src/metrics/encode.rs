@@ -321,7 +321,7 @@ fn registry(view: &NodeView) -> Registry {
     }
     reg.register(
         "sipguard_snapshot_timestamp_seconds",
-        "When each kind of data was last written to snapshot_dir (lists: lists.snap; countries: the newest countries.*.map node file)",
+        "When each kind of data was last written to snapshot_dir (lists: lists.snap; countries: the newest countries.*.map node file, or countries.snap)",
         snapshots,
     );
 
@@ -380,7 +380,7 @@ fn register_db(reg: &mut Registry, view: &NodeView, db: &DbView) {
         "sipguard_workers_behind",
         "Live workers not yet on the database's current generation of each kind (normal for \
          up to a refresh round after a change; bans: up to 10 s while an id is missing, as after \
-         a rolled-back insert)",
+         a rolled-back insert, or a lift or purge just before a ban is added)",
         behind,
     );
     let entries = Family::<Labels, Gauge<i64>>::default();

@@ -17,8 +17,11 @@ set -uo pipefail
 if [ "$(id -u)" -ne 0 ]; then
     echo "package: skipped: installing a package needs root (0 passed, 0 failed)"; exit 0
 fi
-if dpkg-query -W -f='${Status}' sipguard 2>/dev/null | grep -q 'install ok installed' && [ "${SG_PACKAGE_TEST:-0}" != 1 ]; then
-    echo "package: skipped: a sipguard package is installed here and this suite would purge it with its config; SG_PACKAGE_TEST=1 lets it (0 passed, 0 failed)"
+# Anything of a sipguard package (installed, or removed with its config kept), or a config of
+# a source install, belongs to the operator: the suite would purge it.
+state=$(dpkg-query -W -f='${db:Status-Status}' sipguard 2>/dev/null || echo not-installed)
+if { [ "$state" != not-installed ] || [ -e /etc/kamailio/sipguard.json ]; } && [ "${SG_PACKAGE_TEST:-0}" != 1 ]; then
+    echo "package: skipped: sipguard is $state here, /etc/kamailio/sipguard.json $( [ -e /etc/kamailio/sipguard.json ] && echo exists || echo 'is absent'); this suite would purge them; SG_PACKAGE_TEST=1 lets it (0 passed, 0 failed)"
     exit 0
 fi
 sg_suite package
@@ -46,7 +49,7 @@ errors=$(grep -c '^E: ' "$dir/lintian.out"); warnings=$(grep -c '^W: ' "$dir/lin
 [ $rc -eq 0 ] && [ "$errors" = 0 ] && ok "lintian: no errors ($warnings warnings: $(grep '^W: ' "$dir/lintian.out" | awk '{print $3}' | paste -sd, -))" \
     || ko "lintian" "$(grep -E '^E: ' "$dir/lintian.out" | head -5)"
 
-if DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")" >"$dir/install.out" 2>&1; then
+if DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confnew "$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")" >"$dir/install.out" 2>&1; then
     ok "apt-get install ./$(basename "$deb")"
 else
     ko "apt-get install" "$(tail -5 "$dir/install.out")"; sg_suite_end; exit 1
