@@ -104,9 +104,14 @@ fn scanner_patterns(cli: &Cli) -> Vec<String> {
         })
 }
 
-fn stats_dir(cli: &Cli, explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+/// `--stats-dir`, else `stats_dir` from `cfg` (the config as loaded; `None` when unreadable).
+fn stats_dir(
+    cli: &Cli,
+    cfg: Option<&Config>,
+    explicit: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
     explicit
-        .or_else(|| load_config(&cli.config).and_then(|c| c.stats_dir))
+        .or_else(|| cfg.and_then(|c| c.stats_dir.clone()))
         .ok_or_else(|| {
             anyhow!(
                 "no stats directory: pass --stats-dir or set stats_dir in {}",
@@ -401,7 +406,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
             stats_dir: dir,
         } => {
-            let dir = stats_dir(&cli, dir.clone())?;
+            let dir = stats_dir(&cli, load_config(&cli.config).as_ref(), dir.clone())?;
             let workers =
                 stats::read_live(&dir).with_context(|| format!("reading {}", dir.display()))?;
             let total = stats::total(&workers);
@@ -464,14 +469,7 @@ async fn metrics(
             None
         }
     };
-    let dir = dir
-        .or_else(|| cfg.as_ref().and_then(|c| c.stats_dir.clone()))
-        .ok_or_else(|| {
-            anyhow!(
-                "no stats directory: pass --stats-dir or set stats_dir in a readable {}",
-                cli.config.display()
-            )
-        })?;
+    let dir = stats_dir(cli, cfg.as_ref(), dir)?;
     // An explicit --db-url, else the module's own (read-only) user: a long-running exporter
     // needs no more, and never picks up SIPGUARD_ADMIN_DB_URL's write access unless nothing
     // else is there.
@@ -619,7 +617,7 @@ async fn node_sip_workers(ctl: &str, live: &[stats::WorkerStats]) -> Option<Vec<
 }
 
 async fn warm(cli: &Cli, timeout: u64, ctl: &str) -> anyhow::Result<u8> {
-    let dir = stats_dir(cli, None)?;
+    let dir = stats_dir(cli, load_config(&cli.config).as_ref(), None)?;
     let live = stats::read_live(&dir).with_context(|| format!("reading {}", dir.display()))?;
     // Every SIP worker of the node, as Kamailio lists them: the module starts in a worker at
     // its first request, so those without a stats file have had none yet.

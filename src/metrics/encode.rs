@@ -286,31 +286,26 @@ fn registry(view: &NodeView) -> Registry {
         durations,
     );
 
-    let workers = |help: &str, n: usize, reg: &mut Registry, name: &str| {
-        let g = Gauge::<i64>::default();
-        g.set(n as i64);
-        reg.register(name, help, g);
-    };
-    workers(
-        "Live workers that have published their stats (a worker publishes after its first request)",
-        view.workers.len(),
+    gauge(
         &mut reg,
         "sipguard_workers",
+        "Live workers that have published their stats (a worker publishes after its first request)",
+        view.workers.len(),
     );
-    workers(
+    gauge(
+        &mut reg,
+        "sipguard_workers_stalled",
         "Live workers whose loader has not completed a round within its stall bound",
         view.workers
             .iter()
             .filter(|w| w.stalled(view.now_ms))
             .count(),
-        &mut reg,
-        "sipguard_workers_stalled",
     );
-    workers(
-        "Live workers whose last refresh round failed (deciding from the data loaded before)",
-        view.workers.iter().filter(|w| w.db_down).count(),
+    gauge(
         &mut reg,
         "sipguard_workers_db_down",
+        "Live workers whose last refresh round failed (deciding from the data loaded before)",
+        view.workers.iter().filter(|w| w.db_down).count(),
     );
 
     let snapshots = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -326,18 +321,24 @@ fn registry(view: &NodeView) -> Registry {
     );
 
     if let Some(db) = &view.db {
-        let up = Gauge::<i64>::default();
-        up.set(db.is_ok() as i64);
-        reg.register(
+        gauge(
+            &mut reg,
             "sipguard_db_up",
             "1 if this read of the database (sipguard_generation, table sizes) worked",
-            up,
+            db.is_ok() as usize,
         );
         if let Ok(db) = db {
             register_db(&mut reg, view, db);
         }
     }
     reg
+}
+
+/// Registers an unlabelled gauge holding `value`.
+fn gauge(reg: &mut Registry, name: &str, help: &str, value: usize) {
+    let g = Gauge::<i64>::default();
+    g.set(value as i64);
+    reg.register(name, help, g);
 }
 
 /// The gauges read from the database, and the workers measured against it.
@@ -405,12 +406,11 @@ fn register_db(reg: &mut Registry, view: &NodeView, db: &DbView) {
         ranges,
     );
     if let Some(n) = db.bans_in_force {
-        let g = Gauge::<i64>::default();
-        g.set(n as i64);
-        reg.register(
+        gauge(
+            reg,
             "sipguard_bans_in_force",
             "Sources (addresses or networks) with a ban in force in sipguard_ban",
-            g,
+            n as usize,
         );
     }
 }
